@@ -1,0 +1,202 @@
+"""HarMA adapter layers: the shared mini-adapter (MMS), the multimodal adapter
+(MMA) and the gated wrapper that puts an MMA behind a block's MLP output.
+
+All tensors here are batch-first, ``[batch, tokens, width]``. Self-attention runs
+across the tokens of one sample and never across the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _logit(probability: float) -> float:
+    return math.log(probability / (1.0 - probability))
+
+
+class Gate(nn.Module):
+    """A learnable scalar ``g`` whose mixing weight is ``sigmoid(g)``.
+
+    The method initialises ``g`` itself to 0.6 (so the weight starts at
+    sigmoid(0.6) = 0.646); ``init`` is that raw value.
+    """
+
+    def __init__(self, init: float = 0.6):
+        super().__init__()
+        self.logit = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self) -> torch.Tensor:
+        return torch.sigmoid(self.logit)
+
+
+class TokenSelfAttention(nn.Module):
+    """Multi-head self-attention over the tokens of each sample.
+
+    ``attn_mask`` is ``[tokens, tokens]``, boolean (True blocks) or additive float.
+    ``key_padding_mask`` is ``[batch, tokens]`` with True marking padding.
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: Optional[torch.Tensor] = None,
+        key_padding_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        if attn_mask is not None and attn_mask.is_floating_point():
+            attn_mask = attn_mask.to(x.dtype)
+        if key_padding_mask is not None and attn_mask is not None:
+            # MultiheadAttention wants both masks of the same kind.
+            attn_mask = _as_bool_mask(attn_mask)
+        out, _ = self.attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False)
+        return out
+
+
+def _as_bool_mask(mask: torch.Tensor) -> torch.Tensor:
+    if mask.dtype == torch.bool:
+        return mask
+    return torch.isinf(mask) & (mask < 0)
+
+
+class MMS(nn.Module):
+    """Shared mini-adapter of one depth level, used by both towers.
+
+    ``MMS(a) = a + W_2 (r * v + (1 - r) * u)`` with ``u = W_1 a`` and
+    ``v = SelfAttention(u)``. ``W_2`` starts at zero, so MMS starts as identity.
+    """
+
+    def __init__(self, dim: int = 128, hidden_dim: int = 64, num_heads: int = 8, gate_init: float = 0.6):
+        super().__init__()
+        self.down = nn.Linear(dim, hidden_dim)
+        self.attn = TokenSelfAttention(hidden_dim, num_heads)
+        self.up = nn.Linear(hidden_dim, dim)
+        self.gate = Gate(gate_init)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, a: torch.Tensor, attn_mask=None, key_padding_mask=None) -> torch.Tensor:
+        u = self.down(a)  # [batch, tokens, hidden_dim]
+        v = self.attn(u, attn_mask, key_padding_mask)
+        r = self.gate()
+        w = r * v + (1 - r) * u
+        return a + self.up(w)  # [batch, tokens, dim]
+
+
+class MMA(nn.Module):
+    """Multimodal adapter on one block's MLP output.
+
+    ``MMA(h) = h + W_up (t * z + (1 - t) * a)`` where ``z = GELU(W_down h)`` and
+    ``a`` is the same self-attention applied before and after the shared MMS.
+    ``mms`` is None for a tower that skips the shared mini-adapter.
+    ``W_up`` starts at zero, so MMA starts as identity.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        bottleneck_dim: int = 128,
+        num_heads: int = 8,
+        gate_init: float = 0.6,
+        mms: Optional[MMS] = None,
+    ):
+        super().__init__()
+        self.down = nn.Linear(in_features, bottleneck_dim)
+        self.attn = TokenSelfAttention(bottleneck_dim, num_heads)
+        self.up = nn.Linear(bottleneck_dim, in_features)
+        self.gate = Gate(gate_init)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        # A plain attribute list keeps the shared MMS out of this module's
+        # parameters, so it is owned (and counted) once, by the model.
+        self._mms = [mms] if mms is not None else []
+
+    @property
+    def mms(self) -> Optional[MMS]:
+        return self._mms[0] if self._mms else None
+
+    def forward(self, h: torch.Tensor, attn_mask=None, key_padding_mask=None) -> torch.Tensor:
+        return h + self.delta(h, attn_mask, key_padding_mask)
+
+    def delta(self, h: torch.Tensor, attn_mask=None, key_padding_mask=None) -> torch.Tensor:
+        """Return ``MMA(h) - h``, which is exactly zero while ``W_up`` is zero."""
+        z = F.gelu(self.down(h))  # [batch, tokens, bottleneck_dim]
+        a = self.attn(z, attn_mask, key_padding_mask)
+        if self.mms is not None:
+            a = self.mms(a, attn_mask, key_padding_mask)
+        a = self.attn(a, attn_mask, key_padding_mask)
+        t = self.gate()
+        o = t * z + (1 - t) * a
+        return self.up(o)  # [batch, tokens, in_features]
+
+
+class MaskContext(threading.local):
+    """Per-thread attention masks for the adapters of one tower.
+
+    The tower's forward sets the masks before it runs and clears them after, so
+    adapters deep inside a backbone see the masks of the batch being encoded.
+    Being thread-local keeps concurrent encodes in a server from mixing masks.
+    """
+
+    attn_mask: Optional[torch.Tensor] = None
+    key_padding_mask: Optional[torch.Tensor] = None
+
+
+class GatedAdapter(nn.Module):
+    """Wraps a block's MLP (``base_layer``) and mixes in an MMA on its output.
+
+    ``out = s * MMA(h) + (1 - s) * h`` with ``h = base_layer(x)`` and
+    ``s = sigmoid(g_block)``. ``token_layout`` says how the base output is laid
+    out: ``"sequence"`` is ``[batch, tokens, width]`` and ``"feature_map"`` is a
+    convolutional ``[batch, channels, height, width]`` map whose positions are
+    the tokens.
+    """
+
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        adapter: MMA,
+        *,
+        gate_init: float = 0.6,
+        token_layout: str = "sequence",
+        masks: Optional[MaskContext] = None,
+    ):
+        super().__init__()
+        if token_layout not in ("sequence", "feature_map"):
+            raise ValueError(f"token_layout must be 'sequence' or 'feature_map', got {token_layout!r}")
+        self.base_layer = base_layer
+        self.adapter = adapter
+        self.gate = Gate(gate_init)
+        self.token_layout = token_layout
+        self._masks = [masks] if masks is not None else []
+
+    def __getattr__(self, name: str):
+        # Code that reaches into the wrapped module (open_clip reads
+        # ``block.mlp.c_fc`` for its dtype) still finds its attributes.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("base_layer"), name)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        h = self.base_layer(x, *args, **kwargs)
+        masks = self._masks[0] if self._masks else None
+        attn_mask = masks.attn_mask if masks is not None else None
+        key_padding_mask = masks.key_padding_mask if masks is not None else None
+        s = self.gate()
+        if self.token_layout == "feature_map":
+            batch, channels, height, width = h.shape
+            tokens = h.flatten(2).transpose(1, 2)  # [batch, height * width, channels]
+            delta = self.adapter.delta(tokens).transpose(1, 2).reshape(batch, channels, height, width)
+        else:
+            delta = self.adapter.delta(h, attn_mask, key_padding_mask)
+        # s * MMA(h) + (1 - s) * h, written so that a zero delta returns h bit for bit.
+        return h + s * delta

@@ -1,0 +1,5 @@
+"""Run the index command line: ``python -m index``."""
+
+from index.cli import main
+
+raise SystemExit(main())

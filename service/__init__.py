@@ -1,0 +1,1 @@
+"""FastAPI retrieval service: text and image queries against an index snapshot."""

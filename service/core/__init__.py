@@ -1,0 +1,1 @@
+"""Settings, errors, logging and metrics shared by the service modules."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from model.encoder import load_encoder
 
@@ -16,6 +17,16 @@ DATA = Path(__file__).resolve().parents[2] / "data"
 UCM_CLASSES = ("agricultural", "beach", "forest", "harbor", "airplane")
 UCM_PER_CLASS = 2
 RSSCN7_COUNT = 2
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_torch_thread():
+    # The tiny models run fastest on one thread, and intra-op threads slow
+    # down by orders of magnitude when other processes load the CPU cores.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

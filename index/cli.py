@@ -35,19 +35,25 @@ def _add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", type=int, default=3, help="published snapshots kept on disk (default 3)")
 
 
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--snapshots", type=Path, default=Path("var/index"),
+                        help="snapshot root folder (default var/index)")
+    common.add_argument("--model", default="default",
+                        help="encoder: 'default', 'tiny-vit', 'tiny-conv-bert' or a checkpoint folder (default default)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harma-index", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--snapshots", type=Path, default=Path("var/index"),
-                        help="snapshot root folder (default var/index)")
-    parser.add_argument("--model", default="default",
-                        help="encoder: 'default', 'tiny-vit', 'tiny-conv-bert' or a checkpoint folder (default default)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    common = _common_options()
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_build_arguments(commands.add_parser("build", help="build a snapshot of the whole archive"))
-    _add_build_arguments(commands.add_parser("update", help="incrementally update the current snapshot"))
-    commands.add_parser("info", help="print the current snapshot's manifest")
-    query = commands.add_parser("query", help="print ranked hits for a text or an image")
+    _add_build_arguments(commands.add_parser("build", parents=[common], help="build a snapshot of the whole archive"))
+    _add_build_arguments(commands.add_parser("update", parents=[common], help="incrementally update the current snapshot"))
+    commands.add_parser("info", parents=[common], help="print the current snapshot's manifest")
+    query = commands.add_parser("query", parents=[common], help="print ranked hits for a text or an image")
     source = query.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="query caption")
     source.add_argument("--image", type=Path, help="query image file")

@@ -33,7 +33,7 @@ from index.geo import geo_from_tiff_page
 logger = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
-PILLOW_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF")
+PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")  # the JPEG plugin also opens MPO
 
 
 class DecodeError(IndexPackageError):

@@ -22,7 +22,7 @@ class SnapshotNotFound(IndexPackageError, FileNotFoundError):
 
 
 class SnapshotCorrupt(IndexPackageError):
-    """A snapshot directory is missing files or holds inconsistent ones."""
+    """A snapshot directory is missing files or contains inconsistent ones."""
 
 
 class SnapshotMismatch(IndexPackageError):

@@ -116,7 +116,7 @@ def current_version(root: Path) -> str:
     except FileNotFoundError as error:
         raise SnapshotNotFound(f"no published snapshot under {root}: {POINTER_NAME} is missing; run 'harma-index build' first") from error
     if not version or "/" in version or version.startswith("."):
-        raise SnapshotNotFound(f"{pointer} holds an invalid version name {version!r}")
+        raise SnapshotNotFound(f"{pointer} contains an invalid version name {version!r}")
     return version
 
 

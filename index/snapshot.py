@@ -1,6 +1,6 @@
 """Read access to a published snapshot.
 
-A snapshot folder holds ``manifest.json``, ``metadata.sqlite``, the FAISS
+A snapshot folder contains ``manifest.json``, ``metadata.sqlite``, the FAISS
 indexes ``images.faiss`` and ``captions.faiss``, and the same vectors as
 ``images.npy`` and ``captions.npy`` (``[count, embed_dim]`` float32, row =
 FAISS label). A ``Snapshot`` is immutable and safe to search from many
@@ -195,6 +195,6 @@ def _read_manifest(path: Path) -> dict:
 def _read_index(path: Path, count: int, dim: int) -> faiss.Index:
     index = faiss.read_index(str(path))
     if index.ntotal != count or index.d != dim:
-        raise SnapshotCorrupt(f"{path} holds {index.ntotal} vectors of dimension {index.d}, "
+        raise SnapshotCorrupt(f"{path} contains {index.ntotal} vectors of dimension {index.d}, "
                               f"expected {count} of dimension {dim}")
     return index

@@ -58,7 +58,7 @@ class ImageRow:
 
 
 def write_store(path: Path, images: Sequence[ImageRow], captions: Sequence[tuple[str, list[int]]]) -> None:
-    """Write a new store; ``captions`` holds (text, image rows) in caption-row order."""
+    """Write a new store; ``captions`` contains (text, image rows) in caption-row order."""
     connection = sqlite3.connect(path)
     try:
         connection.executescript(SCHEMA)

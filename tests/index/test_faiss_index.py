@@ -99,5 +99,5 @@ def test_gpu_request_without_gpu_rejected(data):
     if faiss.get_num_gpus() > 0:
         pytest.skip("a GPU is present")
     params = resolve_params(len(data[0]), DIM, IndexSettings(index_type="ivf"))
-    with pytest.raises(IndexConfigError, match="no GPU"):
+    with pytest.raises(IndexConfigError, match="finds no GPU"):
         build_faiss_index(data[0], params, use_gpu=True)

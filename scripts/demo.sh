@@ -3,7 +3,7 @@
 # offline default model and serve the search page on 127.0.0.1.
 #
 # Usage: scripts/demo.sh          (PORT=8000 by default; Ctrl+C stops the server)
-# Steps: create .venv if missing, install CPU torch and the project, build or
+# Steps: create .venv if missing, install torch and the project, build or
 # update the snapshot of data/ in var/snapshots, start the server, print the URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,13 +12,7 @@ PORT="${PORT:-8000}"
 SNAPSHOTS="var/snapshots"
 ARCHIVE="data"
 
-if [ ! -x .venv/bin/python ]; then
-    echo "Creating .venv"
-    python3 -m venv .venv
-fi
-echo "Installing the project into .venv"
-.venv/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
-.venv/bin/pip install --quiet -e '.[dev]'
+scripts/setup.sh
 
 if [ -f "$SNAPSHOTS/CURRENT" ]; then
     echo "Updating the snapshot of $ARCHIVE in $SNAPSHOTS (unchanged images reuse their vectors)"

@@ -31,7 +31,7 @@ def _add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exact-max", type=int, default=200_000,
                         help="largest count indexed exactly when --index-type is auto (default 200000)")
     parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default 4 * sqrt(count))")
-    parser.add_argument("--nprobe", type=int, default=None, help="default IVF lists probed per query (default nlist / 16)")
+    parser.add_argument("--nprobe", type=int, default=None, help="default IVF lists probed per query (default max(32, nlist / 64))")
     parser.add_argument("--keep", type=int, default=3, help="published snapshots kept on disk (default 3)")
 
 

@@ -128,17 +128,22 @@ def _decode_with_pillow(data: bytes, config: DecodeConfig) -> Image.Image:
 
 
 def _decode_tiff(data: bytes, config: DecodeConfig) -> tuple[Image.Image, Optional[dict[str, Any]]]:
+    geo = None
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tiff:
             page = tiff.pages.first
             _check_pixels(int(page.imagewidth), int(page.imagelength), config)
             geo = geo_from_tiff_page(page)
+            # NOTE: the TIFF Orientation tag is not applied on this path; only
+            # Pillow-decoded files get EXIF orientation.
             pixels = _to_height_width_bands(page.asarray(), page.axes)
     except DecodeError:
         raise
     except Exception as error:  # noqa: BLE001 - tifffile raises many types; Pillow gets a second try
+        # Compressions that need the optional imagecodecs package (LZW, JPEG
+        # in TIFF) land here; Pillow decodes the pixels and the tags read above are kept.
         logger.debug("tifffile could not decode a TIFF (%s); trying Pillow", error)
-        return _decode_with_pillow(data, config), None
+        return _decode_with_pillow(data, config), geo
     return _bands_to_rgb(pixels, config), geo
 
 

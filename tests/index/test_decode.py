@@ -133,3 +133,17 @@ def test_hash_matches_bytes(tmp_path):
     Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format="PNG")
     path.write_bytes(buffer.getvalue())
     assert read_image_file(path, DecodeConfig()).sha256 == hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def test_lzw_geotiff_from_pillow(tmp_path):
+    from PIL.TiffImagePlugin import ImageFileDirectory_v2
+
+    tags = ImageFileDirectory_v2()
+    tags[33550], tags.tagtype[33550] = (10.0, 10.0, 0.0), 12  # ModelPixelScaleTag, doubles
+    tags[33922], tags.tagtype[33922] = (0.0, 0.0, 0.0, 500000.0, 4600000.0, 0.0), 12  # ModelTiepointTag
+    tags[34735], tags.tagtype[34735] = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), 3
+    path = tmp_path / "lzw.tif"
+    Image.new("RGB", (30, 20), (10, 20, 30)).save(path, compression="tiff_lzw", tiffinfo=tags)
+    decoded = read_image_file(path, DecodeConfig())
+    assert decoded.image.getpixel((0, 0)) == (10, 20, 30)
+    assert decoded.geo == {"bounds": [500000.0, 4599800.0, 500300.0, 4600000.0], "crs": "EPSG:32633"}

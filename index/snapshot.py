@@ -52,6 +52,7 @@ class Snapshot:
         self._image_ids = self._store.image_ids()
         self._row_by_id = {image_id: row for row, image_id in enumerate(self._image_ids)}
         if len(self._image_ids) != self.image_count or self._image_vectors.shape != (self.image_count, self.embed_dim):
+            self._store.close()
             raise SnapshotCorrupt(f"snapshot {self.path}: metadata or vectors disagree with the manifest counts")
         logger.info("loaded snapshot %s: %d images (%s), %d captions (%s), dimension %d",
                     self.version, self.image_count, self._image_params.index_type,

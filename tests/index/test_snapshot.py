@@ -148,3 +148,35 @@ def test_other_dimension_rejected(built):
 def test_missing_snapshot_reported(tmp_path):
     with pytest.raises(SnapshotNotFound, match="harma-index build"):
         open_current_snapshot(tmp_path)
+
+
+def test_concurrent_searches_agree(built, encoder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    snapshot = built[1]
+    queries = encoder.encode_texts(["beach", "forest", "harbor", "airplane"])
+    expected = snapshot.search_images(queries, 5)
+
+    def search_and_read(round_number: int) -> list:
+        hits = snapshot.search_images(queries, 5)
+        for image_id, _ in hits[round_number % len(hits)]:
+            assert snapshot.get_image(image_id) is not None
+        return hits
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(search_and_read, range(40)))
+    assert all(result == expected for result in results)
+
+
+@pytest.mark.parametrize("missing", ["images.faiss", "metadata.sqlite", "manifest.json"])
+def test_incomplete_snapshot_rejected(built, tmp_path, missing):
+    import shutil
+
+    from index.errors import SnapshotCorrupt
+    from index.snapshot import open_snapshot
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built[1].path, copy)
+    (copy / missing).unlink()
+    with pytest.raises(SnapshotCorrupt, match=missing):
+        open_snapshot(copy)

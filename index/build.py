@@ -1,8 +1,8 @@
 """Full and incremental snapshot builds.
 
-``build_snapshot`` embeds the whole archive; ``update_snapshot`` reuses the
-vectors of the current snapshot for every file whose SHA-256 is unchanged
-and embeds only new or changed files. Both publish a new snapshot
+``build_snapshot`` embeds the whole archive. ``update_snapshot`` reuses the
+vectors of the current snapshot for every file whose SHA-256 is unchanged,
+so it embeds only new or changed files. Both publish a new snapshot
 atomically and resume from embedding shards left by a killed build.
 """
 
@@ -195,10 +195,10 @@ def _previous_vectors(config: BuildConfig, encoder) -> tuple[dict[str, EmbeddedF
 
 def _check_decode(snapshot: Snapshot, decode: DecodeConfig) -> None:
     built = snapshot.manifest.get("decode", {})
-    wanted = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(decode).items()}
-    if built != wanted:
+    expected = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(decode).items()}
+    if built != expected:
         raise SnapshotMismatch(
-            f"snapshot {snapshot.version} was decoded with {built}, this update uses {wanted}; run a full build")
+            f"snapshot {snapshot.version} was decoded with {built}, but this update uses {expected}; run a full build")
 
 
 def _vectors_of(snapshot: Snapshot) -> dict[str, EmbeddedFile]:

@@ -101,7 +101,7 @@ def build_faiss_index(vectors: np.ndarray, params: IndexParams, *, use_gpu: Opti
         index.hnsw.efConstruction = params.ef_construction
         index.hnsw.efSearch = params.ef_search
     else:
-        index = _train_ivf(vectors, params, use_gpu=_gpu_wanted(use_gpu))
+        index = _train_ivf(vectors, params, use_gpu=_resolve_use_gpu(use_gpu))
     if params.count:
         index.add(vectors)
     logger.info("built %s index: %d vectors, dimension %d, %.1f s",
@@ -131,7 +131,7 @@ def _train_ivf(vectors: np.ndarray, params: IndexParams, *, use_gpu: bool) -> fa
     return index
 
 
-def _gpu_wanted(use_gpu: Optional[bool]) -> bool:
+def _resolve_use_gpu(use_gpu: Optional[bool]) -> bool:
     available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     if use_gpu and not available:
         raise IndexConfigError("use_gpu is set but this FAISS build finds no GPU; install faiss-gpu or unset it")

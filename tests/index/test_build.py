@@ -227,3 +227,12 @@ def test_old_snapshots_pruned(sample_archive, tmp_path, encoder):
     root = tmp_path / "snapshots"
     versions = [build_snapshot(_config(sample_archive, root, keep_snapshots=2), encoder).version for _ in range(3)]
     assert sorted(path.name for path in (root / "snapshots").iterdir()) == versions[1:]
+
+
+def test_update_with_other_decode_rejected(sample_archive, tmp_path, encoder):
+    from index.decode import DecodeConfig
+
+    root = tmp_path / "snapshots"
+    build_snapshot(_config(sample_archive, root), encoder)
+    with pytest.raises(SnapshotMismatch, match="full build"):
+        update_snapshot(_config(sample_archive, root, decode=DecodeConfig(rgb_bands=(2, 1, 0))), encoder)

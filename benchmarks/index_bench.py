@@ -165,7 +165,24 @@ def bench_search(args: argparse.Namespace) -> None:
             print(f"n={count:>8}  ivf nlist={params.nlist} nprobe={nprobe:<4} p50 {np.percentile(ms, 50):7.3f} ms  "
                   f"p99 {np.percentile(ms, 99):7.3f} ms  recall@10 {recall_at_10(found, exact[:len(found)]):.3f}")
         print(f"n={count:>8}  ivf build (train + add) {build_s:.1f} s, peak RSS so far {peak_rss_mib():.0f} MiB")
-        del index, base
+        del index
+        if args.hnsw_ef and count <= args.hnsw_max:
+            bench_hnsw(base, queries, exact, args)
+        del base
+
+
+def bench_hnsw(base: np.ndarray, queries: np.ndarray, exact: np.ndarray, args: argparse.Namespace) -> None:
+    from index.faiss_index import IndexSettings, build_faiss_index, resolve_params, search_parameters
+
+    params = resolve_params(len(base), args.dim, IndexSettings(index_type="hnsw"))
+    started = time.perf_counter()
+    index = build_faiss_index(base, params)
+    build_s = time.perf_counter() - started
+    for ef_search in args.hnsw_ef:
+        ms, found = time_queries(index, queries, search_parameters(params, ef_search=ef_search), args.max_seconds)
+        print(f"n={len(base):>8}  hnsw M={params.hnsw_m} efSearch={ef_search:<4} p50 {np.percentile(ms, 50):7.3f} ms  "
+              f"p99 {np.percentile(ms, 99):7.3f} ms  recall@10 {recall_at_10(found, exact[:len(found)]):.3f}")
+    print(f"n={len(base):>8}  hnsw build {build_s:.1f} s, peak RSS so far {peak_rss_mib():.0f} MiB")
 
 
 # ---------------------------------------------------------------- build
@@ -212,6 +229,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="noise norm around a cluster centre; same-cluster cosine is about 1 / (1 + spread**2)")
     search.add_argument("--nlist", type=int, default=None, help="IVF lists (default 4 * sqrt(n))")
     search.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64])
+    search.add_argument("--hnsw-ef", type=int, nargs="*", default=[],
+                        help="also build HNSW and search with these efSearch values")
+    search.add_argument("--hnsw-max", type=int, default=100_000, help="largest n that gets an HNSW index")
     search.add_argument("--threads", type=int, default=1, help="OpenMP threads per search call (default 1)")
     search.add_argument("--max-seconds", type=float, default=30.0, help="time limit per latency loop")
     return parser.parse_args(argv)

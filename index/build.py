@@ -96,7 +96,7 @@ class BuildReport:
     caption_count: int
     skipped: list[tuple[str, str]]  # (archive-relative path, reason)
     reused: int  # images whose vectors came from the previous snapshot or resume shards
-    embedded: int  # images embedded by this run
+    embedded: int  # distinct file contents embedded by this run (identical files count once)
     seconds: float = 0.0
 
 

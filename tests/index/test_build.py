@@ -236,3 +236,24 @@ def test_update_with_other_decode_rejected(sample_archive, tmp_path, encoder):
     build_snapshot(_config(sample_archive, root), encoder)
     with pytest.raises(SnapshotMismatch, match="full build"):
         update_snapshot(_config(sample_archive, root, decode=DecodeConfig(rgb_bands=(2, 1, 0))), encoder)
+
+
+def test_empty_archive_builds_empty_snapshot(tmp_path, encoder):
+    archive = tmp_path / "empty"
+    archive.mkdir()
+    root = tmp_path / "snapshots"
+    report = build_snapshot(_config(archive, root), encoder)
+    assert report.image_count == 0
+    with open_current_snapshot(root) as snapshot:
+        assert snapshot.search_images(encoder.encode_texts(["beach"]), 5) == [[]]
+
+
+def test_identical_files_embedded_once(tmp_path, encoder):
+    archive = tmp_path / "copies"
+    archive.mkdir()
+    source = DATA / "ucm_captions" / "images" / "beach" / "beach00.jpg"
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copyfile(source, archive / name)
+    report = build_snapshot(_config(archive, tmp_path / "snapshots"), encoder)
+    assert report.image_count == 2
+    assert report.embedded == 1

@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -484,7 +485,9 @@ def test_dockerfile_recipe_serves(replay: Replay):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=30)
-    assert server.returncode == 0, f"the server exited with {server.returncode} on SIGTERM; see {server_log}"
+    # uvicorn (0.55 here) shuts down gracefully, then re-raises SIGTERM, so -15 is a clean stop.
+    assert server.returncode in (0, -signal.SIGTERM), f"the server exited with {server.returncode} on SIGTERM"
+    assert "Application shutdown complete" in server_log.read_text(), f"no graceful shutdown in {server_log}"
     print(f"docker recipe replay and service checks took {time.monotonic() - started:.0f} s")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from index.errors import IndexPackageError
+from index.faiss_index import INDEX_TYPES
 
 DESCRIPTION = """Build and query FAISS index snapshots of an image archive.
 
@@ -17,17 +18,32 @@ DESCRIPTION = """Build and query FAISS index snapshots of an image archive.
   update  re-embed only new or changed images (by SHA-256), publish a new snapshot
   info    print the manifest of the current snapshot
   query   print ranked hits for a text or an image file (for debugging)
+
+Sharded embedding over many workers (SLURM arrays, Kubernetes indexed jobs,
+torchrun ranks):
+
+  embed-shard  embed one shard of the archive into a shared work folder
+  merge        build and publish a snapshot from all shards in a work folder
 """
 
 
 def _add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--archive", type=Path, required=True, help="image archive folder, walked recursively")
-    parser.add_argument("--captions", type=Path, action="append", default=[],
-                        help="caption file (.json annotation, .jsonl or .txt); repeat for several")
+    _add_embed_arguments(parser)
+    _add_index_arguments(parser)
+
+
+def _add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader decode workers (default 2)")
-    parser.add_argument("--index-type", choices=("auto", "flat", "ivf", "hnsw"), default="auto",
-                        help="auto: exact up to --exact-max vectors, IVF beyond (default auto)")
+
+
+def _add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--captions", type=Path, action="append", default=[],
+                        help="caption file (.json annotation, .jsonl or .txt); repeat for several")
+    parser.add_argument("--index-type", choices=INDEX_TYPES, default="auto",
+                        help="auto: exact up to --exact-max vectors, IVF beyond; ivf-ondisk: IVF with "
+                             "memory-mapped lists for indexes larger than RAM (default auto)")
     parser.add_argument("--exact-max", type=int, default=200_000,
                         help="largest count indexed exactly when --index-type is auto (default 200000)")
     parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default 4 * sqrt(count))")
@@ -52,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_build_arguments(commands.add_parser("build", parents=[common], help="build a snapshot of the whole archive"))
     _add_build_arguments(commands.add_parser("update", parents=[common], help="incrementally update the current snapshot"))
+    _add_shard_parsers(commands, common)
     commands.add_parser("info", parents=[common], help="print the current snapshot's manifest")
     query = commands.add_parser("query", parents=[common], help="print ranked hits for a text or an image")
     source = query.add_mutually_exclusive_group(required=True)
@@ -63,6 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--nprobe", type=int, default=None, help="IVF lists probed for this query")
     query.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch for this query")
     return parser
+
+
+def _add_shard_parsers(commands, common: argparse.ArgumentParser) -> None:
+    shard = commands.add_parser(
+        "embed-shard", parents=[common], help="embed one shard of the archive into a work folder",
+        description="Embed the files of one shard. Without --shard and --num-shards the shard is the torchrun "
+                    "rank (RANK of WORLD_SIZE). A SLURM array task passes --shard $SLURM_ARRAY_TASK_ID, a "
+                    "Kubernetes indexed job --shard $JOB_COMPLETION_INDEX.")
+    shard.add_argument("--archive", type=Path, required=True, help="image archive folder, walked recursively")
+    shard.add_argument("--work", type=Path, required=True, help="shared work folder that receives the shard output")
+    shard.add_argument("--shard", type=int, default=None, help="this worker's shard index, 0 .. num-shards - 1")
+    shard.add_argument("--num-shards", type=int, default=None, help="total number of shards")
+    _add_embed_arguments(shard)
+    merge = commands.add_parser("merge", parents=[common], help="publish a snapshot built from all shards",
+                                description="Build a snapshot from every shard in --work and publish it under "
+                                            "--snapshots. Fails, naming them, when shards are missing.")
+    merge.add_argument("--work", type=Path, required=True, help="work folder that the shards wrote to")
+    merge.add_argument("--num-shards", type=int, default=None,
+                       help="shard count of the run (default: read from the shard folder names)")
+    merge.add_argument("--archive", type=Path, default=None,
+                       help="archive folder recorded in the snapshot (default: the one the shards recorded)")
+    merge.add_argument("--remove-shards", action="store_true", help="delete the shard folders after publishing")
+    _add_index_arguments(merge)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -78,6 +118,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _info(args)
         if args.command == "query":
             return _query(args)
+        if args.command == "embed-shard":
+            return _embed_shard(args)
+        if args.command == "merge":
+            return _merge(args)
         return _build(args)
     except (IndexPackageError, HarMAError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -97,6 +141,49 @@ def _build(args: argparse.Namespace) -> int:
     print(f"published {report.version}: {report.image_count} images ({report.embedded} embedded, "
           f"{report.reused} reused), {report.caption_count} captions, {len(report.skipped)} skipped, "
           f"{report.seconds:.1f} s")
+    print(f"path: {report.path}")
+    for relative_path, reason in report.skipped:
+        print(f"skipped {relative_path}: {reason}")
+    return 0
+
+
+def _embed_shard(args: argparse.Namespace) -> int:
+    from index.sharded import ShardJobConfig, embed_shard, resolve_shard_spec
+    from model.encoder import load_encoder
+
+    spec = resolve_shard_spec(args.shard, args.num_shards)
+    config = ShardJobConfig(archive_dir=args.archive, work_dir=args.work, batch_size=args.batch_size,
+                            num_workers=args.workers)
+    report = embed_shard(config, load_encoder(args.model, device=_rank_device()), spec)
+    print(f"shard {spec.index} of {spec.count}: {report.file_count} files ({report.embedded} embedded, "
+          f"{report.reused} reused), {len(report.skipped)} skipped, {report.seconds:.1f} s")
+    print(f"path: {report.path}")
+    return 0
+
+
+def _rank_device() -> Optional[str]:
+    """Return ``cuda:<LOCAL_RANK>`` under torchrun on a GPU machine, so local ranks use separate GPUs."""
+    import os
+
+    import torch
+
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is None or not torch.cuda.is_available():
+        return None
+    return f"cuda:{int(local_rank) % torch.cuda.device_count()}"
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from index.merge import MergeConfig, merge_shards
+    from model.encoder import load_encoder
+
+    config = MergeConfig(work_dir=args.work, snapshot_root=args.snapshots, num_shards=args.num_shards,
+                         archive_dir=args.archive, caption_files=args.captions, exact_max=args.exact_max,
+                         index_type=args.index_type, ivf_nlist=args.nlist, ivf_nprobe=args.nprobe,
+                         keep_snapshots=args.keep, remove_shards=args.remove_shards)
+    report = merge_shards(config, load_encoder(args.model))
+    print(f"published {report.version}: {report.image_count} images from {report.embedded} embedded contents, "
+          f"{report.caption_count} captions, {len(report.skipped)} skipped, {report.seconds:.1f} s")
     print(f"path: {report.path}")
     for relative_path, reason in report.skipped:
         print(f"skipped {relative_path}: {reason}")

@@ -34,3 +34,7 @@ class BuildCancelled(IndexPackageError):
 
     Embedding shards written so far are kept, so the next build resumes.
     """
+
+
+class ShardsIncomplete(IndexPackageError):
+    """Embedding shards needed by a merge are missing, incomplete or disagree with each other."""

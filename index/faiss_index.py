@@ -3,6 +3,10 @@
 Every index uses inner product on L2-normalised vectors, so scores are cosine
 similarities. Vectors are added in row order, so a FAISS label is the row of
 that vector in the snapshot's metadata tables.
+
+``ivf-ondisk`` is an ``IndexIVFFlat`` whose inverted lists live in a separate
+``.ivfdata`` file (FAISS ``OnDiskInvertedLists``). Readers memory-map that
+file, so the lists need not fit in RAM; ``index.ivf_files`` writes it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from index.errors import IndexConfigError
 
 logger = logging.getLogger(__name__)
 
-INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+INDEX_TYPES = ("auto", "flat", "ivf", "ivf-ondisk", "hnsw")
+IVF_TYPES = ("ivf", "ivf-ondisk")
 MIN_POINTS_PER_CENTROID = 39  # below this FAISS k-means warns that training is unreliable
 TRAIN_POINTS_PER_CENTROID = 40
 TRAIN_ITERATIONS = 10
@@ -30,7 +35,7 @@ TRAIN_ITERATIONS = 10
 class IndexSettings:
     """How to choose and tune an index; ``None`` fields are derived from the size."""
 
-    index_type: str = "auto"  # flat | ivf | hnsw | auto (flat up to exact_max, else ivf)
+    index_type: str = "auto"  # flat | ivf | ivf-ondisk | hnsw | auto (flat up to exact_max, else ivf)
     exact_max: int = 200_000
     ivf_nlist: Optional[int] = None  # default 4 * sqrt(count)
     ivf_nprobe: Optional[int] = None  # default max(32, nlist / 64), at most nlist
@@ -56,7 +61,7 @@ class IndexSettings:
 class IndexParams:
     """The resolved parameters of one built index, recorded in the manifest."""
 
-    index_type: str  # flat | ivf | hnsw
+    index_type: str  # flat | ivf | ivf-ondisk | hnsw
     count: int
     dim: int
     nlist: Optional[int] = None
@@ -75,8 +80,8 @@ def resolve_params(count: int, dim: int, settings: IndexSettings) -> IndexParams
     index_type = settings.index_type
     if index_type == "auto":
         index_type = "flat" if count <= settings.exact_max else "ivf"
-    if index_type == "flat":
-        return IndexParams("flat", count, dim)
+    if index_type == "flat" or count == 0:
+        return IndexParams("flat", count, dim)  # IVF training needs at least one vector
     if index_type == "hnsw":
         return IndexParams("hnsw", count, dim, hnsw_m=settings.hnsw_m,
                            ef_construction=settings.hnsw_ef_construction, ef_search=settings.hnsw_ef_search)
@@ -85,11 +90,15 @@ def resolve_params(count: int, dim: int, settings: IndexSettings) -> IndexParams
     # The default reached recall@10 0.97 at 1.6 ms median per query on one
     # million synthetic vectors (benchmarks/index_bench.py); real data may differ.
     nprobe = min(settings.ivf_nprobe or max(32, nlist // 64), nlist)
-    return IndexParams("ivf", count, dim, nlist=nlist, nprobe=nprobe)
+    return IndexParams(index_type, count, dim, nlist=nlist, nprobe=nprobe)
 
 
 def build_faiss_index(vectors: np.ndarray, params: IndexParams, *, use_gpu: Optional[bool] = None) -> faiss.Index:
-    """Build and fill an index for ``vectors`` ``[count, dim]`` float32."""
+    """Build and fill an in-memory index for ``vectors`` ``[count, dim]`` float32.
+
+    An ``ivf-ondisk`` request gets the same index with in-memory lists; use
+    ``index.ivf_files.write_index_files`` to store its lists on disk.
+    """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.shape != (params.count, params.dim):
         raise IndexConfigError(f"vectors have shape {vectors.shape}, expected {(params.count, params.dim)}")
@@ -101,7 +110,7 @@ def build_faiss_index(vectors: np.ndarray, params: IndexParams, *, use_gpu: Opti
         index.hnsw.efConstruction = params.ef_construction
         index.hnsw.efSearch = params.ef_search
     else:
-        index = _train_ivf(vectors, params, use_gpu=_resolve_use_gpu(use_gpu))
+        index = train_ivf(vectors, params, use_gpu=use_gpu)
     if params.count:
         index.add(vectors)
     logger.info("built %s index: %d vectors, dimension %d, %.1f s",
@@ -109,7 +118,13 @@ def build_faiss_index(vectors: np.ndarray, params: IndexParams, *, use_gpu: Opti
     return index
 
 
-def _train_ivf(vectors: np.ndarray, params: IndexParams, *, use_gpu: bool) -> faiss.Index:
+def train_ivf(vectors: np.ndarray, params: IndexParams, *, use_gpu: Optional[bool] = None) -> faiss.Index:
+    """Return an empty ``IndexIVFFlat`` whose coarse quantizer is trained on a sample of ``vectors``.
+
+    The sample is drawn with a fixed seed, so the same vectors always give the
+    same centroids, whether the lists are then filled at once or per shard.
+    """
+    use_gpu = _resolve_use_gpu(use_gpu)
     quantizer = faiss.IndexFlatIP(params.dim)
     index = faiss.IndexIVFFlat(quantizer, params.dim, params.nlist, faiss.METRIC_INNER_PRODUCT)
     index.nprobe = params.nprobe
@@ -141,7 +156,7 @@ def _resolve_use_gpu(use_gpu: Optional[bool]) -> bool:
 def search_parameters(params: IndexParams, *, nprobe: Optional[int] = None,
                       ef_search: Optional[int] = None) -> Optional[faiss.SearchParameters]:
     """Return per-call FAISS search parameters; the shared index is never changed."""
-    if params.index_type == "ivf":
+    if params.index_type in IVF_TYPES:
         value = params.nprobe if nprobe is None else nprobe
         if value < 1:
             raise IndexConfigError(f"nprobe must be >= 1, got {value}")

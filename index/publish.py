@@ -52,14 +52,14 @@ def staging_path(root: Path, version: str) -> Path:
 
 
 @contextlib.contextmanager
-def build_lock(root: Path) -> Iterator[None]:
-    """Hold an exclusive, non-blocking lock on ``root`` for one build."""
+def build_lock(root: Path, *, folder_kind: str = "snapshot root") -> Iterator[None]:
+    """Hold an exclusive, non-blocking lock on ``root`` for one build; ``folder_kind`` names it in errors."""
     Path(root).mkdir(parents=True, exist_ok=True)
     with open(Path(root) / ".lock", "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
-            raise BuildLocked(f"another build is running on snapshot root {root}; wait for it to finish") from error
+            raise BuildLocked(f"another build is running on {folder_kind} {root}; wait for it to finish") from error
         try:
             yield
         finally:

@@ -1,8 +1,9 @@
 """Read access to a published snapshot.
 
 A snapshot folder contains ``manifest.json``, ``metadata.sqlite``, the FAISS
-indexes ``images.faiss`` and ``captions.faiss``, and the same vectors as
-``images.npy`` and ``captions.npy`` (``[count, embed_dim]`` float32, row =
+indexes ``images.faiss`` and ``captions.faiss`` (for ``ivf-ondisk`` also their
+memory-mapped lists ``images.ivfdata`` and ``captions.ivfdata``), and the same
+vectors as ``images.npy`` and ``captions.npy`` (``[count, embed_dim]`` float32, row =
 FAISS label). A ``Snapshot`` is immutable and safe to search from many
 threads: search parameters travel with each call as FAISS SearchParameters.
 """
@@ -19,6 +20,7 @@ import numpy as np
 
 from index.errors import IndexConfigError, IndexPackageError, SnapshotCorrupt, SnapshotMismatch
 from index.faiss_index import IndexParams, search_parameters
+from index.ivf_files import index_file_names, read_index_file
 from index.publish import current_snapshot_dir
 from index.records import CaptionRecord, ImageRecord
 from index.store import ImageRow, MetadataStore
@@ -45,8 +47,8 @@ class Snapshot:
         self.archive_dir = Path(self.manifest["archive_dir"])
         self._image_params = IndexParams(**self.manifest["images_index"])
         self._caption_params = IndexParams(**self.manifest["captions_index"])
-        self._image_index = _read_index(self.path / "images.faiss", self.image_count, self.embed_dim)
-        self._caption_index = _read_index(self.path / "captions.faiss", self.caption_count, self.embed_dim)
+        self._image_index = _read_index(self.path, "images", self._image_params, self.embed_dim)
+        self._caption_index = _read_index(self.path, "captions", self._caption_params, self.embed_dim)
         self._image_vectors = np.load(self.path / "images.npy", mmap_mode="r")  # [images, dim]
         self._store = MetadataStore(self.path / "metadata.sqlite")
         self._image_ids = self._store.image_ids()
@@ -193,8 +195,12 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
-def _read_index(path: Path, count: int, dim: int) -> faiss.Index:
-    index = faiss.read_index(str(path))
+def _read_index(folder: Path, name: str, params: IndexParams, dim: int) -> faiss.Index:
+    missing = [file for file in index_file_names(name, params) if not (folder / file).is_file()]
+    if missing:
+        raise SnapshotCorrupt(f"snapshot {folder} is missing {', '.join(missing)}")
+    index = read_index_file(folder, name, params)
+    path, count = folder / f"{name}.faiss", params.count
     if index.ntotal != count or index.d != dim:
         raise SnapshotCorrupt(f"{path} contains {index.ntotal} vectors of dimension {index.d}, "
                               f"expected {count} of dimension {dim}")

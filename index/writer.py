@@ -7,13 +7,14 @@ import logging
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import faiss
 import numpy as np
 
 from index.decode import DecodeConfig
-from index.faiss_index import IndexSettings, build_faiss_index, resolve_params
+from index.faiss_index import IndexSettings, resolve_params
+from index.ivf_files import write_index_files
 from index.snapshot import FORMAT_VERSION, MANIFEST_NAME
 from index.store import ImageRow, write_store
 
@@ -23,8 +24,13 @@ logger = logging.getLogger(__name__)
 def write_snapshot_files(folder: Path, *, version: str, encoder, images: Sequence[ImageRow],
                          image_vectors: np.ndarray, captions: Sequence[tuple[str, list[int]]],
                          caption_vectors: np.ndarray, settings: IndexSettings,
-                         extra_manifest: dict[str, Any], decode: DecodeConfig) -> dict:
-    """Write vectors, indexes, metadata and, last, the manifest; return the manifest."""
+                         extra_manifest: dict[str, Any], decode: DecodeConfig,
+                         image_parts: Optional[Sequence[np.ndarray]] = None) -> dict:
+    """Write vectors, indexes, metadata and, last, the manifest; return the manifest.
+
+    ``image_parts`` lists the image rows of each embedding shard, so an IVF
+    image index is filled shard by shard (see ``index.ivf_files``).
+    """
     dim = int(encoder.embed_dim)
     image_vectors = image_vectors.reshape(len(images), dim).astype(np.float32)  # [images, dim]
     caption_vectors = caption_vectors.reshape(len(captions), dim).astype(np.float32)  # [captions, dim]
@@ -32,10 +38,8 @@ def write_snapshot_files(folder: Path, *, version: str, encoder, images: Sequenc
     np.save(folder / "captions.npy", caption_vectors)
     image_params = resolve_params(len(images), dim, settings)
     caption_params = resolve_params(len(captions), dim, settings)
-    faiss.write_index(build_faiss_index(image_vectors, image_params, use_gpu=settings.use_gpu),
-                      str(folder / "images.faiss"))
-    faiss.write_index(build_faiss_index(caption_vectors, caption_params, use_gpu=settings.use_gpu),
-                      str(folder / "captions.faiss"))
+    write_index_files(folder, "images", image_vectors, image_params, parts=image_parts, use_gpu=settings.use_gpu)
+    write_index_files(folder, "captions", caption_vectors, caption_params, use_gpu=settings.use_gpu)
     write_store(folder / "metadata.sqlite", images, captions)
     manifest = {
         "format_version": FORMAT_VERSION,

@@ -30,6 +30,11 @@ ONDISK_SUFFIX = ".ivfdata"
 # ONDISK_SAME_DIR finds the .ivfdata file beside the .faiss file wherever the
 # snapshot folder was moved after writing. READ_ONLY maps it without write access.
 ONDISK_READ_FLAGS = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY
+# FAISS starts 32 prefetch threads per search by default, which cost about
+# 1.4 ms per query on page-cached lists (2 cores, 20,000 vectors). Without them
+# a search faults in the pages it reads itself.
+# NOTE: on cold network or spinning storage prefetching may pay off; not measured.
+ONDISK_PREFETCH_THREADS = 0
 
 
 def index_file_names(name: str, params: IndexParams) -> list[str]:
@@ -106,6 +111,10 @@ def read_index_file(folder: Path, name: str, params: IndexParams) -> faiss.Index
     if params.index_type != "ivf-ondisk":
         return faiss.read_index(str(path))
     try:
-        return faiss.read_index(str(path), ONDISK_READ_FLAGS)
+        index = faiss.read_index(str(path), ONDISK_READ_FLAGS)
     except RuntimeError as error:
         raise SnapshotCorrupt(f"{path} cannot be opened with its on-disk lists: {error}") from error
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    if isinstance(lists, faiss.OnDiskInvertedLists):
+        lists.prefetch_nthread = ONDISK_PREFETCH_THREADS
+    return index

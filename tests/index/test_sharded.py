@@ -203,6 +203,7 @@ def test_ondisk_ivf_equals_in_memory_ivf(tmp_path):
     with open_snapshot(in_memory) as memory, open_snapshot(on_disk) as disk:
         lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(disk._image_index).invlists)
         assert isinstance(lists, faiss.OnDiskInvertedLists)
+        assert lists.prefetch_nthread == 0
         assert disk.manifest["images_index"] == {**memory.manifest["images_index"], "index_type": "ivf-ondisk"}
         for nprobe in (None, 1, 32):
             expected = memory.search_images(queries, 10, nprobe=nprobe)

@@ -52,7 +52,7 @@ class BuildConfig:
     batch_size: int = 32
     num_workers: int = 2
     exact_max: int = 200_000
-    index_type: str = "auto"  # flat | ivf | hnsw | auto
+    index_type: str = "auto"  # flat | ivf | ivf-ondisk | hnsw | auto
     ivf_nlist: Optional[int] = None
     ivf_nprobe: Optional[int] = None
     hnsw_m: int = 32

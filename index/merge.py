@@ -21,8 +21,7 @@ import numpy as np
 from index.build import (BuildConfig, BuildProgress, BuildReport, ProgressCallback, _assemble_images,
                          _embed_corpus, _read_sources)
 from index.decode import DecodeConfig
-from index.errors import SnapshotMismatch, ShardsIncomplete
-from index.faiss_index import IndexSettings
+from index.errors import IndexConfigError, ShardsIncomplete, SnapshotMismatch
 from index.publish import build_lock, new_version, prune_snapshots, publish, remove_staging, staging_path
 from index.scan import ArchiveFile
 from index.shard_files import ShardOutput, read_shard_outputs, shard_folder_name
@@ -62,9 +61,9 @@ class MergeConfig:
         self.snapshot_root = Path(self.snapshot_root)
         self.archive_dir = None if self.archive_dir is None else Path(self.archive_dir)
         self.caption_files = [Path(path) for path in self.caption_files]
-        IndexSettings(index_type=self.index_type, exact_max=self.exact_max, ivf_nlist=self.ivf_nlist,
-                      ivf_nprobe=self.ivf_nprobe, hnsw_m=self.hnsw_m, hnsw_ef_search=self.hnsw_ef_search)
-        self.build_config(Path("."), DecodeConfig())  # validates the remaining fields
+        if self.num_shards is not None and self.num_shards < 1:
+            raise IndexConfigError(f"num_shards must be >= 1, got {self.num_shards}")
+        self.build_config(Path("."), DecodeConfig())  # validates the index and output fields
 
     def build_config(self, archive_dir: Path, decode: DecodeConfig) -> BuildConfig:
         return BuildConfig(archive_dir=archive_dir, snapshot_root=self.snapshot_root,

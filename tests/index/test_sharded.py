@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from index.build import BuildConfig, build_snapshot
-from index.errors import IndexConfigError, SnapshotMismatch, ShardsIncomplete
+from index.decode import DecodeConfig
+from index.errors import IndexConfigError, ShardsIncomplete, SnapshotCorrupt, SnapshotMismatch
+from index.faiss_index import IndexSettings
 from index.merge import MergeConfig, merge_shards
 from index.publish import publish, staging_path
 from index.sharded import ShardSpec, resolve_shard_spec, shard_of_path
 from index.snapshot import open_current_snapshot, open_snapshot
 from index.store import ImageRow
 from index.writer import write_snapshot_files
-from index.faiss_index import IndexSettings
-from index.decode import DecodeConfig
 from tests.index.conftest import make_sample_archive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -214,8 +214,6 @@ def test_ondisk_ivf_equals_in_memory_ivf(tmp_path):
 
 
 def test_ondisk_snapshot_without_list_file_rejected(tmp_path):
-    from index.errors import SnapshotCorrupt
-
     vectors = np.eye(32, dtype=np.float32).repeat(40, axis=0)  # [1280, 32]
     path = _write_synthetic_snapshot(tmp_path / "disk", vectors, "ivf-ondisk")
     (path / "images.ivfdata").unlink()
@@ -227,3 +225,32 @@ def test_ondisk_ivf_parts_must_cover_rows(tmp_path):
     vectors = np.eye(32, dtype=np.float32).repeat(40, axis=0)  # [1280, 32]
     with pytest.raises(IndexConfigError, match="exactly once"):
         _write_synthetic_snapshot(tmp_path / "disk", vectors, "ivf-ondisk", [np.arange(0, 1000)])
+
+
+def test_cli_merge_reports_missing_shard(sharded_run, tmp_path, capsys):
+    from index.cli import main
+
+    work = tmp_path / "work"
+    shutil.copytree(sharded_run[1], work)
+    shutil.rmtree(work / "shard-00000-of-00002")
+    code = main(["merge", "--model", "tiny-vit", "--work", str(work), "--snapshots", str(tmp_path / "merged")])
+    assert code == 2
+    assert "shard indexes 0 (shard 0: folder shard-00000-of-00002 not found)" in capsys.readouterr().err
+
+
+def test_cli_merge_publishes_snapshot(sharded_run, tmp_path, capsys):
+    from index.cli import main
+
+    root = tmp_path / "merged"
+    code = main(["merge", "--model", "tiny-vit", "--work", str(sharded_run[1]), "--snapshots", str(root),
+                 "--index-type", "ivf-ondisk"])
+    assert code == 0
+    assert "published" in capsys.readouterr().out
+    with open_current_snapshot(root) as merged:
+        assert merged.image_count == 12
+        assert merged.manifest["images_index"]["index_type"] == "ivf-ondisk"
+
+
+def test_merge_config_rejects_zero_shards(tmp_path):
+    with pytest.raises(IndexConfigError, match="num_shards"):
+        MergeConfig(work_dir=tmp_path, snapshot_root=tmp_path, num_shards=0)

@@ -89,7 +89,10 @@ def load_encoder(source: Union[str, Path, None] = None, *, device: Optional[str]
         model = load_adapters(DEFAULT_CHECKPOINT)
         label = "default"
     elif str(source) in TINY_SOURCES:
-        model = HarMAModel(build_backbone(BackboneSpec(kind="tiny", model_name=str(source))))
+        # Seeded so that every process builds the same tiny model for one fingerprint.
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = HarMAModel(build_backbone(BackboneSpec(kind="tiny", model_name=str(source))))
         label = str(source)
     else:
         model = load_adapters(Path(source))

@@ -29,10 +29,11 @@ def step_gradients(model, images, tokens, image_ids, wrapped=None):
     output = HarMALoss(LossConfig())(image_features, text_features, image_ids, model.scale())
     output.total.backward()
     grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
-    return float(output.total), grads
+    return float(output.total.detach()), grads
 
 
 def build():
+    torch.manual_seed(0)  # every process must build the same adapters
     model = tiny_model("tiny-vit")
     perturb_adapters(model, seed=5)
     model.train()

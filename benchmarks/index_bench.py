@@ -5,6 +5,7 @@ Run from the repository root, for example::
     python benchmarks/index_bench.py throughput --archive data --max-images 512
     python benchmarks/index_bench.py search --sizes 10000 100000 1000000
     python benchmarks/index_bench.py build --archive data
+    python benchmarks/index_bench.py memory --sizes 10000 100000 1000000
 
 Search figures use synthetic vectors: unit vectors drawn around random
 cluster centres (a Gaussian mixture), not real embeddings. Every figure is
@@ -185,6 +186,79 @@ def bench_hnsw(base: np.ndarray, queries: np.ndarray, exact: np.ndarray, args: a
     print(f"n={len(base):>8}  hnsw build {build_s:.1f} s, peak RSS so far {peak_rss_mib():.0f} MiB")
 
 
+# ---------------------------------------------------------------- memory
+
+MEMORY_CHILD_QUERIES = 200
+
+
+def bench_memory(args: argparse.Namespace) -> None:
+    """Write each index type to disk, then measure the RSS of a fresh process that loads and searches it."""
+    import faiss
+
+    from index.faiss_index import IndexSettings, resolve_params
+    from index.ivf_files import write_index_files
+
+    print(f"SYNTHETIC data: unit vectors in clusters of about {args.cluster_size}, spread {args.spread}, "
+          f"dimension {args.dim}; RSS of a fresh process after faiss.read_index and after "
+          f"{MEMORY_CHILD_QUERIES} searches (k=10, default nprobe / efSearch), minus its RSS before loading; "
+          "anonymous: the part not backed by a file, which the kernel cannot evict")
+    faiss.omp_set_num_threads(args.threads)
+    for count in args.sizes:
+        clusters = max(16, count // args.cluster_size)
+        base = synthetic_unit_vectors(count, args.dim, seed=count, clusters=clusters, spread=args.spread)
+        print(f"n={count:>8}  raw vectors {base.nbytes / 2**20:8.1f} MiB")
+        for index_type in args.types:
+            if index_type == "hnsw" and count > args.hnsw_max:
+                print(f"n={count:>8}  {index_type:<10}  not built: n > --hnsw-max {args.hnsw_max}")
+                continue
+            params = resolve_params(count, args.dim, IndexSettings(index_type=index_type))
+            with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
+                started = time.perf_counter()
+                write_index_files(Path(folder), "images", base, params)
+                build_s = time.perf_counter() - started
+                disk_mib = sum(path.stat().st_size for path in Path(folder).iterdir()) / 2**20
+                child = subprocess.run(
+                    [sys.executable, __file__, "_memory-child", "--folder", folder, "--type", index_type,
+                     "--count", str(count), "--dim", str(args.dim), "--cluster-size", str(args.cluster_size),
+                     "--spread", str(args.spread)], check=True, capture_output=True, text=True)
+            figures = [float(value) for value in child.stdout.splitlines()[-1].split()]  # FAISS may print before
+            loaded, searched, anonymous, latency = figures
+            print(f"n={count:>8}  {index_type:<10}  files {disk_mib:7.1f} MiB  RSS loaded {loaded:7.1f} MiB  "
+                  f"after searches {searched:7.1f} MiB (anonymous {anonymous:7.1f} MiB)  p50 {latency:.3f} ms  "
+                  f"build {build_s:.1f} s")
+        del base
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """Load one index and print RSS growth in MiB (after loading, after searches, anonymous part) and p50 ms."""
+    import faiss
+
+    from index.faiss_index import IndexSettings, resolve_params, search_parameters
+    from index.ivf_files import read_index_file
+
+    faiss.omp_set_num_threads(1)
+    clusters = max(16, args.count // args.cluster_size)
+    queries = synthetic_unit_vectors(MEMORY_CHILD_QUERIES, args.dim, seed=1, clusters=clusters, spread=args.spread)
+    params = resolve_params(args.count, args.dim, IndexSettings(index_type=args.type))
+    before, anonymous_before = current_rss_mib(), current_rss_mib("RssAnon")
+    index = read_index_file(Path(args.folder), "images", params)
+    loaded = current_rss_mib() - before
+    latencies, _ = time_queries(index, queries, search_parameters(params), max_seconds=60.0)
+    searched = current_rss_mib() - before
+    # File-backed pages (page cache of memory-mapped files) can be evicted under
+    # memory pressure; anonymous pages (heap) cannot.
+    anonymous = current_rss_mib("RssAnon") - anonymous_before
+    print(f"{loaded:.1f} {searched:.1f} {anonymous:.1f} {np.percentile(latencies, 50):.4f}")
+
+
+def current_rss_mib(field: str = "VmRSS") -> float:
+    """Return one resident-memory field of /proc/self/status in MiB (Linux only)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024.0  # the kernel reports kB
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
 # ---------------------------------------------------------------- build
 
 def bench_build(args: argparse.Namespace) -> None:
@@ -234,15 +308,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     search.add_argument("--hnsw-max", type=int, default=100_000, help="largest n that gets an HNSW index")
     search.add_argument("--threads", type=int, default=1, help="OpenMP threads per search call (default 1)")
     search.add_argument("--max-seconds", type=float, default=30.0, help="time limit per latency loop")
+    memory = commands.add_parser("memory")
+    memory.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    memory.add_argument("--types", nargs="+", default=["flat", "ivf", "hnsw", "ivf-ondisk"],
+                        choices=["flat", "ivf", "hnsw", "ivf-ondisk"])
+    memory.add_argument("--dim", type=int, default=256, help="vector dimension (default 256, the default model's)")
+    memory.add_argument("--cluster-size", type=int, default=100, help="mean vectors per synthetic cluster")
+    memory.add_argument("--spread", type=float, default=1.0, help="noise norm around a cluster centre")
+    memory.add_argument("--hnsw-max", type=int, default=100_000, help="largest n that gets an HNSW index")
+    memory.add_argument("--threads", type=int, default=1, help="OpenMP threads for building (default 1)")
+    memory.add_argument("--tmp", default=None, help="folder for the index files (default: the system temp folder)")
+    child = commands.add_parser("_memory-child")
+    child.add_argument("--folder")
+    child.add_argument("--type")
+    for name in ("--count", "--dim", "--cluster-size"):
+        child.add_argument(name, type=int)
+    child.add_argument("--spread", type=float)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING)
     args = parse_args(argv)
+    if args.command == "_memory-child":
+        memory_child(args)  # prints only its figures for the parent to parse
+        return
     print(f"machine: {machine()}, python {platform.python_version()}")
     {"throughput": bench_throughput, "search": bench_search, "build": bench_build,
-     "_build-child": build_child}[args.command](args)
+     "_build-child": build_child, "memory": bench_memory}[args.command](args)
 
 
 if __name__ == "__main__":

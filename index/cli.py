@@ -100,7 +100,8 @@ def _add_shard_parsers(commands, common: argparse.ArgumentParser) -> None:
     merge.add_argument("--num-shards", type=int, default=None,
                        help="shard count of the run (default: read from the shard folder names)")
     merge.add_argument("--archive", type=Path, default=None,
-                       help="archive folder recorded in the snapshot (default: the one the shards recorded)")
+                       help="archive folder to read annotation files from and record in the snapshot "
+                            "(default: the one the shards recorded)")
     merge.add_argument("--remove-shards", action="store_true", help="delete the shard folders after publishing")
     _add_index_arguments(merge)
 

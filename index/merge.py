@@ -36,7 +36,8 @@ class MergeConfig:
     """Settings of a merge; the index fields mean what they mean in ``BuildConfig``.
 
     ``num_shards``: shard count of the run to merge (default: from the folder names).
-    ``archive_dir``: archive folder recorded in the snapshot (default: the one the shards recorded).
+    ``archive_dir``: archive folder to read annotation files from and record in the snapshot
+    (default: the one the shards recorded).
     ``remove_shards``: delete the shard folders after publishing.
     """
 

@@ -32,6 +32,8 @@ SHARD_FORMAT_VERSION = 1
 SHARD_MANIFEST = "shard.json"
 SHARD_VECTORS = "vectors.npy"
 _FOLDER_NAME = re.compile(r"^shard-(\d{5})-of-(\d{5})$")
+_REQUIRED_KEYS = ("shard", "num_shards", "encoder", "embed_dim", "decode", "archive_dir", "files", "skipped",
+                  "annotation_files", "vector_count")
 
 
 def shard_folder_name(shard: int, num_shards: int) -> str:
@@ -117,6 +119,9 @@ def _read_one(folder: Path, shard: int, num_shards: int) -> ShardOutput:
         raise _Incomplete(f"{SHARD_MANIFEST} cannot be read: {error}") from None
     if manifest.get("format_version") != SHARD_FORMAT_VERSION:
         raise _Incomplete(f"format_version {manifest.get('format_version')!r}, expected {SHARD_FORMAT_VERSION}")
+    missing = [key for key in _REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise _Incomplete(f"{SHARD_MANIFEST} lacks {', '.join(missing)}")
     if (manifest.get("shard"), manifest.get("num_shards")) != (shard, num_shards):
         raise _Incomplete(f"{SHARD_MANIFEST} names shard {manifest.get('shard')} of {manifest.get('num_shards')}")
     try:

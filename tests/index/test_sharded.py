@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,11 +15,12 @@ import pytest
 
 from index.build import BuildConfig, build_snapshot
 from index.decode import DecodeConfig
-from index.errors import IndexConfigError, ShardsIncomplete, SnapshotCorrupt, SnapshotMismatch
+from index.cli import main
+from index.errors import BuildCancelled, IndexConfigError, ShardsIncomplete, SnapshotCorrupt, SnapshotMismatch
 from index.faiss_index import IndexSettings
 from index.merge import MergeConfig, merge_shards
 from index.publish import publish, staging_path
-from index.sharded import ShardSpec, resolve_shard_spec, shard_of_path
+from index.sharded import ShardJobConfig, ShardSpec, embed_shard, resolve_shard_spec, shard_of_path
 from index.snapshot import open_current_snapshot, open_snapshot
 from index.store import ImageRow
 from index.writer import write_snapshot_files
@@ -228,8 +230,6 @@ def test_ondisk_ivf_parts_must_cover_rows(tmp_path):
 
 
 def test_cli_merge_reports_missing_shard(sharded_run, tmp_path, capsys):
-    from index.cli import main
-
     work = tmp_path / "work"
     shutil.copytree(sharded_run[1], work)
     shutil.rmtree(work / "shard-00000-of-00002")
@@ -239,8 +239,6 @@ def test_cli_merge_reports_missing_shard(sharded_run, tmp_path, capsys):
 
 
 def test_cli_merge_publishes_snapshot(sharded_run, tmp_path, capsys):
-    from index.cli import main
-
     root = tmp_path / "merged"
     code = main(["merge", "--model", "tiny-vit", "--work", str(sharded_run[1]), "--snapshots", str(root),
                  "--index-type", "ivf-ondisk"])
@@ -254,3 +252,29 @@ def test_cli_merge_publishes_snapshot(sharded_run, tmp_path, capsys):
 def test_merge_config_rejects_zero_shards(tmp_path):
     with pytest.raises(IndexConfigError, match="num_shards"):
         MergeConfig(work_dir=tmp_path, snapshot_root=tmp_path, num_shards=0)
+
+
+def test_cancelled_shard_resumes(tmp_path, encoder):
+    archive = make_sample_archive(tmp_path)
+    config = ShardJobConfig(archive_dir=archive, work_dir=tmp_path / "work", batch_size=2, chunk_size=2,
+                            num_workers=0)
+    with pytest.raises(BuildCancelled):
+        embed_shard(config, encoder, ShardSpec(0, 2), should_stop=lambda: True)
+    with pytest.raises(ShardsIncomplete, match="shard indexes 0, 1"):
+        merge_shards(MergeConfig(work_dir=config.work_dir, snapshot_root=tmp_path / "merged", num_shards=2), encoder)
+
+    report = embed_shard(config, encoder, ShardSpec(0, 2))
+    assert report.reused == 2  # the one batch embedded before the stop
+    assert report.embedded == report.file_count - 2
+    assert not list(report.path.glob("chunks-*"))
+
+
+def test_merge_rejects_disagreeing_shards(sharded_run, tmp_path, encoder):
+    work = tmp_path / "work"
+    shutil.copytree(sharded_run[1], work)
+    manifest_path = work / "shard-00001-of-00002" / "shard.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["decode"]["rgb_bands"] = [2, 1, 0]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ShardsIncomplete, match="shard 1 has decode"):
+        merge_shards(MergeConfig(work_dir=work, snapshot_root=tmp_path / "merged"), encoder)

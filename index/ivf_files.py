@@ -1,11 +1,11 @@
 """Write a snapshot's FAISS index files, filling IVF lists one part at a time.
 
 A part is a set of rows, such as the rows one embedding shard produced. For
-IVF the coarse quantizer is trained once on a sample of all vectors; each part
-then fills its own copy of the empty trained index with ``add_with_ids`` (ids
-are the global rows), and the copies are combined by FAISS:
-``IndexIVF.merge_from`` for in-memory lists, ``faiss.contrib.ondisk.merge_ondisk``
-for ``ivf-ondisk``, which writes the lists to ``<name>.ivfdata`` beside
+IVF the coarse quantizer is trained once on a sample of all vectors. Each part
+then fills its own copy of the empty trained index with ``add_with_ids``, the
+ids being the global rows. FAISS combines the copies: ``IndexIVF.merge_from``
+for in-memory lists, and ``faiss.contrib.ondisk.merge_ondisk`` for
+``ivf-ondisk``, which writes the lists to ``<name>.ivfdata`` beside
 ``<name>.faiss``. Flat and HNSW indexes are built from the rows in order.
 """
 
@@ -30,9 +30,9 @@ ONDISK_SUFFIX = ".ivfdata"
 # ONDISK_SAME_DIR finds the .ivfdata file beside the .faiss file wherever the
 # snapshot folder was moved after writing. READ_ONLY maps it without write access.
 ONDISK_READ_FLAGS = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY
-# FAISS starts 32 prefetch threads per search by default, which cost about
-# 1.4 ms per query on page-cached lists (2 cores, 20,000 vectors). Without them
-# a search faults in the pages it reads itself.
+# FAISS starts 32 prefetch threads per search by default. On page-cached lists
+# they raised the p50 of `benchmarks/index_bench.py memory` at 10,000 vectors
+# from 0.055 to 2.2 ms (2 cores). Without them a search faults in its own pages.
 # NOTE: on cold network or spinning storage prefetching may pay off; not measured.
 ONDISK_PREFETCH_THREADS = 0
 

@@ -90,7 +90,7 @@ def merge_shards(config: MergeConfig, encoder, *, progress: ProgressCallback = N
         archive_dir = config.archive_dir or Path(reference["archive_dir"])
         build = config.build_config(archive_dir, _decode_config(reference["decode"]))
         # TODO: stream shard vectors into a memory-mapped images.npy; today the
-        # merge holds the whole [images, dim] matrix in RAM, a few copies at its peak.
+        # merge keeps the whole [images, dim] matrix in RAM, a few copies at its peak.
         hashed, results, shard_of = _collect_files(shards, archive_dir.resolve())
         skipped = sorted({tuple(entry) for shard in shards for entry in shard.manifest["skipped"]})
         annotation_files = sorted({name for shard in shards for name in shard.manifest["annotation_files"]})

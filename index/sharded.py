@@ -6,8 +6,8 @@ and gives the same assignment on every machine. A worker is either a torchrun
 rank (``RANK`` and ``WORLD_SIZE`` from the environment) or any process given
 ``shard`` and ``num_shards``, such as a SLURM array task or a Kubernetes
 indexed job. Each shard resumes from its own chunks after a kill and writes
-its result to the shared work folder (see ``index.shard_files``);
-``index.merge.merge_shards`` then builds and publishes the snapshot.
+its result to the shared work folder (see ``index.shard_files``). Then
+``index.merge.merge_shards`` builds and publishes the snapshot.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """Which shard this worker embeds: ``index`` in ``0 .. count - 1``."""
+    """The shard a worker embeds: ``index`` in ``0 .. count - 1`` of ``count`` shards."""
 
     index: int
     count: int

@@ -109,6 +109,7 @@ def _atomic_write(path: Path, write) -> None:
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     tmp = Path(tmp_name)
+    tmp.chmod(0o644)  # mkstemp creates owner-only files; checkpoints are shared read-only
     try:
         write(tmp)
         with open(tmp, "rb") as stream:

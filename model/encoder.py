@@ -79,8 +79,8 @@ class RetrievalEncoder:
 def load_encoder(source: Union[str, Path, None] = None, *, device: Optional[str] = None) -> RetrievalEncoder:
     """Load an encoder from ``source``.
 
-    ``None`` or ``"default"`` is the shipped offline default checkpoint; a
-    directory path is an adapter checkpoint written by the training job;
+    ``None`` or ``"default"`` is the shipped offline default checkpoint. A
+    directory path is an adapter checkpoint written by the training job.
     ``"tiny-vit"`` and ``"tiny-conv-bert"`` are random tiny models for tests.
     """
     from model.checkpoint import load_adapters

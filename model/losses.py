@@ -46,10 +46,10 @@ def adaptive_triplet_loss(image_features: torch.Tensor, text_features: torch.Ten
     For each positive pair (i, j) and each negative k, the cost is
     ``c = max(0, margin + s_negative - s_positive)`` and its weight is
     ``(1 - exp(-c)) ** gamma``, so hard negatives dominate and easy ones vanish.
-    Positives are same-image pairs and those pairs are removed from the
-    negatives; with ``mask_same_image_negatives=False`` only the diagonal is
-    positive and every off-diagonal pair is a negative (the official code's
-    choice). ``normalize`` divides the sum by the number of positive pairs.
+    Positives are same-image pairs, and those pairs are removed from the
+    negatives. With ``mask_same_image_negatives=False`` only the diagonal is
+    positive and every off-diagonal pair is a negative, as in the official
+    code. ``normalize`` divides the sum by the number of positive pairs.
     """
     scores = image_features @ text_features.T  # [images, texts]
     batch = scores.shape[0]

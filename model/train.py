@@ -146,7 +146,7 @@ def _finish_epoch(config, output, model, optimizer, scheduler, val_records, stat
         best = {"epoch": epoch, "mR": metrics["mR"]}
         save_adapters(model, output / "best", config.backbone, extra=json.loads(json.dumps(extra, default=str)))
     save_adapters(model, output / "last", config.backbone, extra=json.loads(json.dumps(extra, default=str)))
-    # One file holds everything a resume needs, so a kill between two writes
+    # One file contains everything a resume needs, so a kill between two writes
     # can never pair the adapters of one epoch with the optimizer of another.
     state = {"epoch": epoch, "adapters": model.adapter_state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "history": history, "best": best}

@@ -34,9 +34,9 @@ def load_rgb(path) -> Image.Image:
 class PairDataset(Dataset):
     """Training pairs: one sample per caption, or one random caption per image.
 
-    ``captions_per_epoch="all"`` yields every caption once per epoch (the
-    official recipe); ``"one"`` yields each image once with a random caption,
-    which is five times cheaper per epoch on UCM-Captions.
+    ``captions_per_epoch="all"`` yields every caption once per epoch, as the
+    official recipe does. ``"one"`` yields each image once with a random
+    caption, so an epoch of UCM-Captions costs a fifth as much.
     """
 
     def __init__(self, records: Sequence[ImageRecord], transform: Callable, tokenizer: Callable,

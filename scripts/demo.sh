@@ -16,11 +16,11 @@ scripts/setup.sh
 
 if [ -f "$SNAPSHOTS/CURRENT" ]; then
     echo "Updating the snapshot of $ARCHIVE in $SNAPSHOTS (unchanged images reuse their vectors)"
-    .venv/bin/python -m index --snapshots "$SNAPSHOTS" --model default update --archive "$ARCHIVE" \
-        || .venv/bin/python -m index --snapshots "$SNAPSHOTS" --model default build --archive "$ARCHIVE"
+    .venv/bin/python -m index update --snapshots "$SNAPSHOTS" --model default --archive "$ARCHIVE" \
+        || .venv/bin/python -m index build --snapshots "$SNAPSHOTS" --model default --archive "$ARCHIVE"
 else
     echo "Building the snapshot of $ARCHIVE in $SNAPSHOTS with the default model"
-    .venv/bin/python -m index --snapshots "$SNAPSHOTS" --model default build --archive "$ARCHIVE"
+    .venv/bin/python -m index build --snapshots "$SNAPSHOTS" --model default --archive "$ARCHIVE"
 fi
 
 export HARMA_MODEL=default HARMA_SNAPSHOT_DIR="$SNAPSHOTS" HARMA_ARCHIVE_DIR="$ARCHIVE"

@@ -5,7 +5,8 @@ memory (ru_maxrss) is its own. Reported per configuration:
 
 * train: median seconds per optimizer step (forward, loss, backward, AdamW)
   and the peak RSS growth over the RSS after the model is built;
-* infer: median seconds to encode one batch of images and captions.
+* infer: median seconds to encode one batch of images and captions. Both
+  inference paths get captions without padding columns (MiniLM's pad id is 0).
 
 Usage::
 
@@ -81,11 +82,17 @@ def _train_steps(config: str, batch: int, steps: int) -> dict:
             "step_s": statistics.median(times), "peak_rss_growth_mib": _peak_rss_mib() - baseline}
 
 
+def _trimmed(tokens: torch.Tensor) -> torch.Tensor:
+    """Drop padding columns, as HarMAModel does, so both inference paths encode the same input."""
+    used = (tokens != 0).any(dim=0).nonzero()
+    return tokens[:, : int(used.max()) + 1]
+
+
 def _infer_steps(config: str, batch: int, steps: int) -> dict:
     model, backbone = _build(config)
     encoder = model if model is not None else backbone.model
     images = torch.randn(batch, 3, backbone.image_size, backbone.image_size)
-    tokens = backbone.tokenizer([CAPTION] * batch)
+    tokens = _trimmed(backbone.tokenizer([CAPTION] * batch))
     times = []
     with torch.inference_mode():
         for step in range(steps + 1):

@@ -110,6 +110,7 @@ class HarMAModel(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        tokens = self._trim_padding(tokens)
         masks = self.injection.text_masks if self.injection is not None else None
         if masks is not None:
             masks.attn_mask, masks.key_padding_mask = self._text_masks(tokens)
@@ -119,6 +120,20 @@ class HarMAModel(nn.Module):
             if masks is not None:
                 masks.attn_mask = masks.key_padding_mask = None
         return F.normalize(features, dim=-1) if normalize else features
+
+    def _trim_padding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Drop padding columns that no sequence of the batch uses, for Hugging Face towers.
+
+        Their attention masks padding keys and mean pooling skips padding, so
+        the features do not change; open_clip towers keep the full context
+        because their positional embedding has a fixed length.
+        """
+        config = getattr(getattr(self.clip, "text", None), "config", None)
+        if config is None or tokens.ndim != 2 or tokens.shape[1] == 0:
+            return tokens
+        used = (tokens != config.pad_token_id).any(dim=0).nonzero()
+        length = int(used.max()) + 1 if len(used) else 1
+        return tokens[:, :length]
 
     def _text_masks(self, tokens: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Return the adapter attention masks matching the text tower's own attention.

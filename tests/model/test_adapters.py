@@ -24,10 +24,12 @@ def test_identical_to_backbone_at_init(name):
     backbone = build_backbone(BackboneSpec(kind="tiny", model_name=name))
     images = torch.randn(3, 3, backbone.image_size, backbone.image_size)
     tokens = backbone.tokenizer(["a red roof", "two planes near a runway .", "x"])
+    model = HarMAModel(backbone)
+    # The bare tower gets the same input columns that HarMAModel keeps.
+    bare_tokens = model._trim_padding(tokens)
     with torch.no_grad():
         bare_image = backbone.model.encode_image(images)
-        bare_text = backbone.model.encode_text(tokens)
-    model = HarMAModel(backbone)
+        bare_text = backbone.model.encode_text(bare_tokens)
     with torch.no_grad():
         adapted_image = model.encode_image(images, normalize=False)
         adapted_text = model.encode_text(tokens, normalize=False)
@@ -157,6 +159,15 @@ def test_vit_b_32_trainable_count_near_5_9_million():
     assert len(model.injection.text_paths) == 12
     assert 5.8e6 <= trainable <= 6.0e6
     assert total > 150e6
+
+
+def test_bert_tokens_are_trimmed_to_longest_sequence():
+    model = tiny_model("tiny-conv-bert")
+    tokens = model.tokenizer(["storage tanks", "a river"])
+    trimmed = model._trim_padding(tokens)
+    assert trimmed.shape[1] < tokens.shape[1]
+    assert (trimmed[:, -1] != 0).any()
+    assert torch.equal(tokens[:, trimmed.shape[1]:], torch.zeros_like(tokens[:, trimmed.shape[1]:]))
 
 
 def test_padding_does_not_change_bert_text_features():

@@ -39,7 +39,7 @@ _OPTIONAL_KEYS = {"attn_mask", "text.attn_mask", "visual.attn_mask", "input_reso
 
 @dataclass
 class BackboneSpec:
-    """Where a backbone comes from.
+    """Source of a backbone.
 
     ``kind="open_clip"`` needs ``model_name`` and exactly one of ``pretrained``
     (an open_clip tag) or ``checkpoint`` (a local file). ``kind="tiny"`` takes

@@ -1,7 +1,7 @@
 """Exceptions raised by the model package.
 
-Callers catch ``HarMAError`` for any failure of this package; the subclasses
-say which kind of input was wrong.
+Callers catch ``HarMAError`` for any failure of this package. The subclasses
+name which kind of input was wrong.
 """
 
 

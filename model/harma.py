@@ -125,7 +125,7 @@ class HarMAModel(nn.Module):
         """Drop padding columns that no sequence of the batch uses, for Hugging Face towers.
 
         Their attention masks padding keys and mean pooling skips padding, so
-        the features do not change; open_clip towers keep the full context
+        the features do not change. open_clip towers keep the full context
         because their positional embedding has a fixed length.
         """
         config = getattr(getattr(self.clip, "text", None), "config", None)

@@ -37,7 +37,7 @@ class _Target:
 
 @dataclass
 class InjectionResult:
-    """What ``inject_harma`` adapted: module paths per tower and the shared MMS list."""
+    """Result of ``inject_harma``: the adapted module paths per tower and the shared MMS list."""
 
     image_paths: list[str]
     text_paths: list[str]

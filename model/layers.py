@@ -154,7 +154,7 @@ class GatedAdapter(nn.Module):
     """Wraps a block's MLP (``base_layer``) and mixes in an MMA on its output.
 
     ``out = s * MMA(h) + (1 - s) * h`` with ``h = base_layer(x)`` and
-    ``s = sigmoid(g_block)``. ``token_layout`` says how the base output is laid
+    ``s = sigmoid(g_block)``. ``token_layout`` gives how the base output is laid
     out: ``"sequence"`` is ``[batch, tokens, width]`` and ``"feature_map"`` is a
     convolutional ``[batch, channels, height, width]`` map whose positions are
     the tokens.

@@ -56,7 +56,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise BackboneError(f"cannot read checkpoint {path}: {error}") from error
     state = _unwrap(loaded)
     if not state:
-        raise BackboneError(f"checkpoint {path} holds no tensors")
+        raise BackboneError(f"checkpoint {path} contains no tensors")
     return _strip_prefixes(state)
 
 
@@ -67,7 +67,7 @@ def _unwrap(loaded: object) -> dict[str, torch.Tensor]:
             break
         loaded = wrapped
     if not isinstance(loaded, Mapping):
-        raise BackboneError(f"checkpoint holds a {type(loaded).__name__}, expected a state dict")
+        raise BackboneError(f"checkpoint contains a {type(loaded).__name__}, expected a state dict")
     return {key: value for key, value in loaded.items() if isinstance(value, torch.Tensor)}
 
 

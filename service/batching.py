@@ -2,7 +2,7 @@
 
 Request threads call ``MicroBatcher.submit`` and wait on the returned future.
 One worker thread takes the first waiting item, collects more until the batch
-holds ``max_batch_size`` items or ``max_wait_s`` has passed since it took the
+contains ``max_batch_size`` items or ``max_wait_s`` has passed since it took the
 first, and runs the encode function once for the whole batch.
 """
 

@@ -3,8 +3,8 @@
 * List form (``annotations.json``): one object per image,
   ``{"id", "image", "captions": [...], "split", "label"}``, with ``image``
   relative to the file's folder.
-* RSITMD/RSICD release form, one file per split: the train file has one object
-  per caption ``{"caption", "image", "image_id", "label_name", "label"}``; the
+* RSITMD/RSICD release form, one file per split. The train file has one object
+  per caption ``{"caption", "image", "image_id", "label_name", "label"}``. The
   val and test files have one object per image ``{"image", "caption": [...]}``.
   Image paths in this form are relative to ``image_root``.
 

@@ -71,7 +71,8 @@ def test_transforms_produce_square_normalised_tensors():
     train = build_train_transform(64, (0.5,) * 3, (0.5,) * 3)(image.convert("RGB"))
     test = build_test_transform(64, (0.5,) * 3, (0.5,) * 3)(image.convert("RGB"))
     assert train.shape == test.shape == (3, 64, 64)
-    assert test.min() >= -1.0 and test.max() <= 1.0
+    assert test.min() >= -1.0
+    assert test.max() <= 1.0
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "I;16", "LA"])

@@ -49,7 +49,8 @@ def test_text_search_returns_ranked_scenes(client):
     assert first["image_url"] == f"/v1/images/{first['id']}"
     assert first["thumbnail_url"] == f"/v1/images/{first['id']}/thumbnail"
     assert first["file_name"].endswith(".jpg")
-    assert "geo" in first and "label" in first
+    assert "geo" in first
+    assert "label" in first
 
 
 def test_text_search_default_k_and_min_score(client):

@@ -113,12 +113,12 @@ class HarMAModel(nn.Module):
         tokens = self._trim_padding(tokens)
         masks = self.injection.text_masks if self.injection is not None else None
         if masks is not None:
-            masks.attn_mask, masks.key_padding_mask = self._text_masks(tokens)
+            masks.mask = self._text_mask(tokens)
         try:
             features = self.clip.encode_text(tokens)  # [batch, embed_dim]
         finally:
             if masks is not None:
-                masks.attn_mask = masks.key_padding_mask = None
+                masks.mask = None
         return F.normalize(features, dim=-1) if normalize else features
 
     def _trim_padding(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -135,21 +135,22 @@ class HarMAModel(nn.Module):
         length = int(used.max()) + 1 if len(used) else 1
         return tokens[:, :length]
 
-    def _text_masks(self, tokens: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """Return the adapter attention masks matching the text tower's own attention.
+    def _text_mask(self, tokens: torch.Tensor) -> Optional[torch.Tensor]:
+        """Return the adapter attention mask matching the text tower's own attention.
 
-        A causal tower pools the end-of-text token, which must not see the
-        padding after it, so its adapters use the same causal mask. A
-        bidirectional Hugging Face tower masks padding keys.
+        True marks pairs that may attend. A causal tower pools the end-of-text
+        token, which must not see the padding after it, so its adapters use the
+        same causal mask ``[tokens, tokens]``. A bidirectional Hugging Face tower
+        masks padding keys, ``[batch, 1, 1, tokens]``.
         """
         kind = self.injection.text_mask_kind
         if kind == "causal":
             length = tokens.shape[1]
-            return torch.triu(torch.ones(length, length, dtype=torch.bool, device=tokens.device), diagonal=1), None
+            return torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
         if kind == "padding":
             pad_id = self.clip.text.config.pad_token_id
-            return None, tokens == pad_id  # [batch, tokens], True marks padding
-        return None, None
+            return (tokens != pad_id)[:, None, None, :]
+        return None
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(images), self.encode_text(tokens)

@@ -12,7 +12,7 @@ from model.config import HarMAConfig
 from model.errors import ConfigError, InjectionError
 from model.harma import HarMAModel
 from model.inject import inject_harma
-from model.layers import MMA, MMS, GatedAdapter
+from model.layers import MMA, MMS, GatedAdapter, TokenSelfAttention
 from tests.model.helpers import TINY_NAMES, perturb_adapters, tiny_inputs, tiny_model
 
 # tower type -> (image blocks adapted, text blocks adapted, text mask kind)
@@ -205,3 +205,28 @@ def test_model_without_towers_is_rejected():
 def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         HarMAConfig(**{field: value})
+
+
+def _reference_and_sdpa_masks(mask_kind: str) -> tuple[dict, torch.Tensor | None]:
+    """Return nn.MultiheadAttention's mask arguments (True blocks) and the same mask with True allowing."""
+    if mask_kind == "causal":
+        blocked = torch.ones(7, 7, dtype=torch.bool).triu(1)
+        return {"attn_mask": blocked}, ~blocked
+    if mask_kind == "padding":
+        padding = torch.zeros(3, 7, dtype=torch.bool)
+        padding[0, 5:] = True
+        padding[2, 2:] = True
+        return {"key_padding_mask": padding}, ~padding[:, None, None, :]
+    return {}, None
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "padding"])
+def test_token_attention_matches_multihead_attention(mask_kind):
+    torch.manual_seed(0)
+    attention = TokenSelfAttention(dim=32, num_heads=4).eval()
+    x = torch.randn(3, 7, 32)
+    reference_masks, allowed = _reference_and_sdpa_masks(mask_kind)
+    with torch.no_grad():
+        expected, _ = attention.attn(x, x, x, need_weights=False, **reference_masks)
+        actual = attention(x, allowed)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)

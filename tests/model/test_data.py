@@ -13,7 +13,7 @@ from PIL import Image
 from model.data.annotations import read_annotations
 from model.data.captions import clean_caption
 from model.data.datasets import ImageDataset, PairDataset, collate_skipping
-from model.data.transforms import build_test_transform, build_train_transform, to_rgb
+from model.data.transforms import ToNormalizedTensor, build_test_transform, build_train_transform, to_rgb
 from model.errors import DataError
 from tests.conftest import UCM_ANNOTATIONS
 
@@ -110,3 +110,23 @@ def test_bad_images_fail_clearly_when_asked(tmp_path):
     dataset = ImageDataset(records, build_test_transform(32, (0.5,) * 3, (0.5,) * 3), on_bad_image="fail")
     with pytest.raises(DataError, match="broken.jpg"):
         dataset[1]
+
+
+@pytest.mark.parametrize("mean, std", [((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+                                       ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+def test_normalized_tensor_equals_torchvision(mean, std):
+    from torchvision import transforms as T
+
+    image_path = sorted((UCM_ANNOTATIONS.parent / "images").rglob("*.jpg"))[0]
+    image = Image.open(image_path).convert("RGB").resize((64, 48))
+    expected = T.Normalize(mean, std)(T.ToTensor()(image))
+    actual = ToNormalizedTensor(mean, std)(image)
+    assert actual.dtype == torch.float32
+    assert actual.shape == (3, 48, 64)
+    assert actual.is_contiguous()
+    assert torch.equal(actual, expected)
+
+
+def test_normalized_tensor_rejects_non_rgb():
+    with pytest.raises(ValueError, match="mode 'L'"):
+        ToNormalizedTensor((0.5,) * 3, (0.5,) * 3)(Image.new("L", (4, 4)))

@@ -1,14 +1,14 @@
-"""Query encoding off the event loop, micro-batched when batching is enabled."""
+"""Query encoding and search on the service's one inference thread."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from starlette.concurrency import run_in_threadpool
 
 from service.batching import BatcherConfig, MicroBatcher, QueueFull
 from service.core.errors import Unavailable
@@ -18,56 +18,55 @@ logger = logging.getLogger(__name__)
 
 
 class QueryEncoder:
-    """Encodes single text and image queries with the serving encoder.
+    """Encodes text and image queries, micro-batched, and runs what follows on the same thread.
 
-    With ``max_batch_size`` above 1, concurrent queries share encoder calls
-    through one ``MicroBatcher`` per modality; with 1, each query is encoded on
-    its own in the thread pool.
+    ``then`` receives the query's ``[dim]`` unit vector on the inference thread,
+    so that the search after an encode costs no second thread hand-off and
+    FAISS, like torch, runs on one thread. With ``max_batch_size`` 1 each query
+    is encoded on its own, still on that thread.
     """
 
-    def __init__(self, encoder, config: BatcherConfig, metrics: ServiceMetrics):
-        self.encoder = encoder
+    def __init__(self, config: BatcherConfig, metrics: ServiceMetrics):
+        self.encoder = None
         self.config = config
         self._metrics = metrics
-        self._text_batcher = None
-        self._image_batcher = None
-        if config.max_batch_size > 1:
-            self._text_batcher = MicroBatcher(self._encode_texts, config, name="text",
-                                              on_batch=self._observer("text"))
-            self._image_batcher = MicroBatcher(self._encode_pixels, config, name="image",
-                                               on_batch=self._observer("image"))
+        self._batcher = MicroBatcher({"text": self._encode_texts, "image": self._encode_pixels}, config,
+                                     on_batch=self._observe)
 
-    async def encode_text(self, text: str) -> np.ndarray:
-        """Return the ``[dim]`` unit vector of one text query."""
-        if self._text_batcher is None:
-            # NOTE: with the shipped model on 2 cores, one client gets 70 queries/s here but
-            # 48 through the batcher. The cost of the batcher hand-off is not yet explained.
-            return await run_in_threadpool(self._encode_one, "text", self._encode_texts, text)
-        return await self._submit(self._text_batcher, text)
+    def load(self, load_encoder: Callable[[], Any]) -> Any:
+        """Build the encoder on the inference thread, so that no other thread starts a torch thread team.
 
-    async def encode_image(self, pixels: torch.Tensor) -> np.ndarray:
-        """Return the ``[dim]`` unit vector of one preprocessed ``[3, size, size]`` image."""
-        if self._image_batcher is None:
-            return await run_in_threadpool(self._encode_one, "image", self._encode_pixels, pixels)
-        return await self._submit(self._image_batcher, pixels)
+        Blocks the caller until ``load_encoder()`` returns, and returns the encoder.
+        """
+        self.encoder = self._batcher.call(load_encoder).result()
+        return self.encoder
+
+    def run_blocking(self, function: Callable[[], Any]) -> Any:
+        """Run ``function`` on the inference thread and block the caller until it returns."""
+        return self._batcher.call(function).result()
+
+    async def encode_text(self, text: str, then: Optional[Callable[[np.ndarray], Any]] = None) -> Any:
+        """Return ``then(vector)``, or the ``[dim]`` unit vector itself, for one text query."""
+        return await self._wait(lambda: self._batcher.submit("text", text, then))
+
+    async def encode_image(self, pixels: torch.Tensor, then: Optional[Callable[[np.ndarray], Any]] = None) -> Any:
+        """Return ``then(vector)``, or the ``[dim]`` unit vector itself, for one preprocessed ``[3, size, size]`` image."""
+        return await self._wait(lambda: self._batcher.submit("image", pixels, then))
+
+    async def run(self, function: Callable[[], Any]) -> Any:
+        """Run ``function`` on the inference thread, for searches that need no encode."""
+        return await self._wait(lambda: self._batcher.call(function))
 
     def close(self) -> None:
-        for batcher in (self._text_batcher, self._image_batcher):
-            if batcher is not None:
-                batcher.close()
+        self._batcher.close()
 
-    async def _submit(self, batcher: MicroBatcher, item) -> np.ndarray:
+    @staticmethod
+    async def _wait(enqueue: Callable[[], Future]) -> Any:
         try:
-            future = batcher.submit(item)
+            future = enqueue()
         except QueueFull as error:
             raise Unavailable(f"server is overloaded: {error}; retry shortly", code="overloaded") from None
         return await asyncio.wrap_future(future)
-
-    def _encode_one(self, modality: str, encode, item) -> np.ndarray:
-        started = time.perf_counter()
-        vector = encode([item])[0]
-        self._observer(modality)(1, time.perf_counter() - started)
-        return vector
 
     def _encode_texts(self, texts) -> np.ndarray:
         return self.encoder.encode_texts(list(texts))  # [batch, dim]
@@ -75,8 +74,6 @@ class QueryEncoder:
     def _encode_pixels(self, pixels) -> np.ndarray:
         return self.encoder.encode_image_tensors(torch.stack(list(pixels)))  # [batch, dim]
 
-    def _observer(self, modality: str):
-        def observe(batch_size: int, elapsed_s: float) -> None:
-            self._metrics.encode_latency.labels(modality=modality).observe(elapsed_s)
-            self._metrics.encode_batch_size.labels(modality=modality).observe(batch_size)
-        return observe
+    def _observe(self, modality: str, batch_size: int, elapsed_s: float) -> None:
+        self._metrics.encode_latency.labels(modality=modality).observe(elapsed_s)
+        self._metrics.encode_batch_size.labels(modality=modality).observe(batch_size)

@@ -1,7 +1,8 @@
 """Query execution: encode, search the serving snapshot and build the response models.
 
-Searches and metadata lookups run in the thread pool under a snapshot lease,
-so a concurrent swap never closes the snapshot they use.
+Searches and metadata lookups run on the inference thread, right after the
+encode, under a snapshot lease, so a concurrent swap never closes the
+snapshot they use.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from typing import Optional
 from urllib.parse import quote
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
-
 from service.core.errors import InvalidRequest, NotFound
 from service.runtime import ServiceState
 from service.schemas.search import (
@@ -103,19 +102,17 @@ def _search_captions(state: ServiceState, snapshot, vector: np.ndarray, k: int,
 
 
 async def search_by_text(state: ServiceState, text: str, k: int, min_score: Optional[float]) -> TextSearchResponse:
-    vector = await state.queries.encode_text(text)  # [dim]
-
-    def search() -> TextSearchResponse:
+    def search(vector: np.ndarray) -> TextSearchResponse:  # vector: [dim]
         with state.snapshots.lease() as snapshot:
             scenes = _search_scenes(state, snapshot, vector, k, min_score)
             return TextSearchResponse(snapshot_version=snapshot.version, results=scenes)
 
-    return await run_in_threadpool(search)
+    return await state.queries.encode_text(text, then=search)
 
 
-async def search_by_image(state: ServiceState, vector: np.ndarray, k: int,
-                          min_score: Optional[float]) -> ImageSearchResponse:
-    def search() -> ImageSearchResponse:
+async def search_by_image(state: ServiceState, pixels, k: int, min_score: Optional[float]) -> ImageSearchResponse:
+    """Encode one preprocessed ``[3, size, size]`` image and return its captions and similar scenes."""
+    def search(vector: np.ndarray) -> ImageSearchResponse:  # vector: [dim]
         with state.snapshots.lease() as snapshot:
             return ImageSearchResponse(
                 snapshot_version=snapshot.version,
@@ -123,7 +120,7 @@ async def search_by_image(state: ServiceState, vector: np.ndarray, k: int,
                 scenes=_search_scenes(state, snapshot, vector, k, min_score),
             )
 
-    return await run_in_threadpool(search)
+    return await state.queries.encode_image(pixels, then=search)
 
 
 async def search_by_image_id(state: ServiceState, image_id: str, k: int,
@@ -141,4 +138,4 @@ async def search_by_image_id(state: ServiceState, image_id: str, k: int,
                 scenes=_search_scenes(state, snapshot, vector, k, min_score, exclude=image_id),
             )
 
-    return await run_in_threadpool(search)
+    return await state.queries.run(search)

@@ -33,7 +33,7 @@ class ServiceState:
 
 
 def start_runtime(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
-    """Load the encoder and the last published snapshot, and start the batchers.
+    """Start the inference thread, and load the encoder and the last published snapshot on it.
 
     A missing snapshot leaves the service running but not ready, so that an admin
     rebuild can create the first one. A snapshot built with another encoder
@@ -41,19 +41,23 @@ def start_runtime(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
     """
     from model.encoder import load_encoder
 
-    encoder = load_encoder(settings.model, device=settings.device)
     batching = BatcherConfig(max_batch_size=settings.batch_max_size,
                              max_wait_s=settings.batch_max_wait_ms / 1000.0,
                              max_pending=settings.max_pending_queries)
+    queries = QueryEncoder(batching, metrics)
+    try:
+        encoder = queries.load(lambda: load_encoder(settings.model, device=settings.device))
+        snapshot = queries.run_blocking(lambda: open_serving_snapshot(settings, encoder))
+    except BaseException:
+        queries.close()
+        raise
     holder = SnapshotHolder()
     state = ServiceState(
-        settings=settings, metrics=metrics, encoder=encoder,
-        queries=QueryEncoder(encoder, batching, metrics), snapshots=holder,
+        settings=settings, metrics=metrics, encoder=encoder, queries=queries, snapshots=holder,
         jobs=JobManager(lambda kind, progress, should_stop: run_build(settings, encoder, kind, progress, should_stop),
                         lambda report: publish_snapshot(state, report), metrics),
         thumbnails=ThumbnailCache(settings.thumbnail_cache_items),
     )
-    snapshot = open_serving_snapshot(settings, encoder)
     if snapshot is None:
         logger.warning("no snapshot published under %s; the service is not ready until an admin rebuild",
                        settings.snapshot_dir)

@@ -21,9 +21,9 @@ def test_batcher_groups_concurrent_items():
         sizes.append(len(items))
         return np.array([[float(item), 2.0 * item] for item in items], dtype=np.float32)
 
-    batcher = MicroBatcher(encode, BatcherConfig(max_batch_size=8, max_wait_s=0.05), name="test")
+    batcher = MicroBatcher({"number": encode}, BatcherConfig(max_batch_size=8, max_wait_s=0.05), name="test")
     try:
-        futures = [batcher.submit(number) for number in range(20)]
+        futures = [batcher.submit("number", number) for number in range(20)]
         results = [future.result(timeout=5) for future in futures]
     finally:
         batcher.close()
@@ -34,19 +34,88 @@ def test_batcher_groups_concurrent_items():
     assert len(sizes) < 20
 
 
-def test_batcher_passes_errors_to_each_caller():
-    def encode(items):
-        raise ValueError("broken encoder")
+def test_batcher_encodes_each_kind_separately():
+    calls: list[tuple[str, list]] = []
 
-    batcher = MicroBatcher(encode, BatcherConfig(max_batch_size=4, max_wait_s=0.01), name="test")
+    def encoder(kind):
+        def encode(items):
+            calls.append((kind, list(items)))
+            return np.array([[len(kind), float(item)] for item in items], dtype=np.float32)
+        return encode
+
+    release = threading.Event()
+    batcher = MicroBatcher({"text": encoder("text"), "image": encoder("image")},
+                           BatcherConfig(max_batch_size=8, max_wait_s=0.0), name="test")
     try:
-        futures = [batcher.submit(n) for n in range(3)]
+        blocker = batcher.call(lambda: release.wait(5))  # holds the worker while the kinds queue up
+        futures = [batcher.submit("text" if number % 2 else "image", number) for number in range(6)]
+        release.set()
+        assert blocker.result(timeout=5) is True
+        results = [future.result(timeout=5).tolist() for future in futures]
+    finally:
+        release.set()
+        batcher.close()
+    assert results == [[5.0, 0.0], [4.0, 1.0], [5.0, 2.0], [4.0, 3.0], [5.0, 4.0], [4.0, 5.0]]
+    assert ("text", [1, 3, 5]) in calls
+    assert ("image", [0, 2, 4]) in calls
+
+
+def test_batcher_runs_continuation_on_worker_thread():
+    batcher = MicroBatcher({"number": lambda items: np.ones((len(items), 2), dtype=np.float32)},
+                           BatcherConfig(max_batch_size=4, max_wait_s=0.0), name="test")
+    try:
+        worker = batcher.call(threading.get_ident).result(timeout=5)
+        total, thread = batcher.submit("number", 7, then=lambda vector: (float(vector.sum()),
+                                                                        threading.get_ident())).result(timeout=5)
+    finally:
+        batcher.close()
+    assert total == 2.0
+    assert thread == worker
+    assert worker != threading.get_ident()
+
+
+def test_batcher_continuation_error_stays_with_its_caller():
+    def then(vector):
+        raise LookupError("no such image")
+
+    batcher = MicroBatcher({"number": lambda items: np.zeros((len(items), 1), dtype=np.float32)},
+                           BatcherConfig(max_batch_size=4, max_wait_s=0.05), name="test")
+    try:
+        failing = batcher.submit("number", 1, then=then)
+        passing = batcher.submit("number", 2, then=lambda vector: "found")
+        with pytest.raises(LookupError, match="no such image"):
+            failing.result(timeout=5)
+        assert passing.result(timeout=5) == "found"
+    finally:
+        batcher.close()
+
+
+def test_batcher_rejects_unknown_kind():
+    batcher = MicroBatcher({"text": lambda items: np.zeros((len(items), 1))}, BatcherConfig(), name="test")
+    try:
+        with pytest.raises(KeyError, match="'audio'"):
+            batcher.submit("audio", b"...")
+    finally:
+        batcher.close()
+
+
+def test_batcher_passes_errors_to_each_caller():
+    state = {"broken": True}
+
+    def encode(items):
+        if state["broken"]:
+            raise ValueError("broken encoder")
+        return np.ones((len(items), 2), dtype=np.float32)
+
+    batcher = MicroBatcher({"number": encode}, BatcherConfig(max_batch_size=4, max_wait_s=0.01), name="test")
+    try:
+        futures = [batcher.submit("number", n) for n in range(3)]
         for future in futures:
             with pytest.raises(ValueError, match="broken encoder"):
                 future.result(timeout=5)
         # The worker survives a failed batch.
-        batcher._encode = lambda items: np.ones((len(items), 2), dtype=np.float32)
-        assert batcher.submit(1).result(timeout=5).tolist() == [1.0, 1.0]
+        state["broken"] = False
+        assert batcher.submit("number", 1).result(timeout=5).tolist() == [1.0, 1.0]
     finally:
         batcher.close()
 
@@ -58,14 +127,15 @@ def test_batcher_rejects_when_queue_full():
         release.wait(5)
         return np.zeros((len(items), 1), dtype=np.float32)
 
-    batcher = MicroBatcher(encode, BatcherConfig(max_batch_size=1, max_wait_s=0.0, max_pending=2), name="test")
+    batcher = MicroBatcher({"number": encode}, BatcherConfig(max_batch_size=1, max_wait_s=0.0, max_pending=2),
+                           name="test")
     try:
-        first = batcher.submit(0)
+        first = batcher.submit("number", 0)
         time.sleep(0.2)  # the worker now blocks on the first item
-        batcher.submit(1)
-        batcher.submit(2)
+        batcher.submit("number", 1)
+        batcher.call(lambda: None)
         with pytest.raises(QueueFull):
-            batcher.submit(3)
+            batcher.submit("number", 3)
         release.set()
         assert first.result(timeout=5).shape == (1,)
     finally:

@@ -51,9 +51,8 @@ async def search_image(
     if image_id is not None:
         return await retrieval.search_by_image_id(state, image_id, k, min_score)
     data = await _read_upload(file, state.settings.max_upload_bytes)
-    pixels = await run_in_threadpool(_decode_and_preprocess, state, data)
-    vector = await state.queries.encode_image(pixels)  # [dim]
-    return await retrieval.search_by_image(state, vector, k, min_score)
+    pixels = await run_in_threadpool(_decode_and_preprocess, state, data)  # [3, size, size]
+    return await retrieval.search_by_image(state, pixels, k, min_score)
 
 
 async def _read_upload(file: UploadFile, limit: int) -> bytes:

@@ -48,7 +48,9 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         description="Text-to-scene and scene-to-caption search over an indexed image archive.",
         lifespan=lifespan,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+    # Stored on the app rather than set through dependency_overrides: FastAPI
+    # rebuilds every dependency of every request while any override is set.
+    app.state.settings = settings
     install_error_handlers(app)
     for module in (search, images, admin, info, health, web):
         app.include_router(module.router)

@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     # Query execution
     batch_max_size: int = Field(16, ge=1, le=1024, description=(
         "Most queries encoded in one micro-batch; 1 encodes each query on its own."))
-    batch_max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0, description=(
-        "Longest time the first query of a micro-batch waits for more, in milliseconds; "
+    batch_max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0, description=(
+        "Longest time a micro-batch waits for more queries, in milliseconds. It waits only while it "
+        "holds fewer queries than the previous batch did, so a lone client never waits; "
         "0 batches only the queries that arrived while the encoder was busy."))
     max_pending_queries: int = Field(256, ge=1, description=(
         "Queries waiting for the encoder before new ones get 503."))

@@ -34,6 +34,47 @@ def test_batcher_groups_concurrent_items():
     assert len(sizes) < 20
 
 
+def test_batcher_lone_item_does_not_wait():
+    batcher = MicroBatcher({"number": lambda items: np.zeros((len(items), 1), dtype=np.float32)},
+                           BatcherConfig(max_batch_size=8, max_wait_s=2.0), name="test")
+    try:
+        started = time.monotonic()
+        batcher.submit("number", 1).result(timeout=5)
+        elapsed_s = time.monotonic() - started
+    finally:
+        batcher.close()
+    assert elapsed_s < 1.0  # far below max_wait_s: a first batch expects one item
+
+
+def test_batcher_waits_for_previous_batch_size():
+    sizes: list[int] = []
+    release = threading.Event()
+
+    def encode(items):
+        sizes.append(len(items))
+        return np.zeros((len(items), 1), dtype=np.float32)
+
+    batcher = MicroBatcher({"number": encode}, BatcherConfig(max_batch_size=8, max_wait_s=2.0), name="test")
+    try:
+        blocker = batcher.call(lambda: release.wait(5))
+        first = [batcher.submit("number", number) for number in range(4)]
+        release.set()
+        blocker.result(timeout=5)
+        for future in first:
+            future.result(timeout=5)
+        # The previous batch held 4 items, so the next one waits for 4 even though they arrive apart.
+        second = []
+        for number in range(4):
+            second.append(batcher.submit("number", number))
+            time.sleep(0.05)
+        for future in second:
+            future.result(timeout=5)
+    finally:
+        release.set()
+        batcher.close()
+    assert sizes == [4, 4]
+
+
 def test_batcher_encodes_each_kind_separately():
     calls: list[tuple[str, list]] = []
 
@@ -47,7 +88,7 @@ def test_batcher_encodes_each_kind_separately():
     batcher = MicroBatcher({"text": encoder("text"), "image": encoder("image")},
                            BatcherConfig(max_batch_size=8, max_wait_s=0.0), name="test")
     try:
-        blocker = batcher.call(lambda: release.wait(5))  # holds the worker while the kinds queue up
+        blocker = batcher.call(lambda: release.wait(5))  # blocks the worker while both kinds queue up
         futures = [batcher.submit("text" if number % 2 else "image", number) for number in range(6)]
         release.set()
         assert blocker.result(timeout=5) is True

@@ -36,6 +36,7 @@ class EpochStats:
 
 def autocast_context(device: torch.device, precision: str):
     """Mixed precision on CUDA only; CPU runs stay in fp32."""
+    # NOTE: the CUDA branch has never run in this project's tests, which have no GPU.
     if device.type != "cuda" or precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16

@@ -13,6 +13,7 @@ from typing import AsyncIterator, Optional
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -42,7 +43,9 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
             logger.info("stopping")
             await run_in_threadpool(stop_runtime, app.state.service)
 
-    app = FastAPI(
+    # FastAPIOffline serves the Swagger UI and ReDoc assets from its own
+    # package, so /docs and /redoc work on machines without internet access.
+    app = FastAPIOffline(
         title="HarMA remote-sensing retrieval",
         version="1.0.0",
         description="Text-to-scene and scene-to-caption search over an indexed image archive.",

@@ -116,8 +116,17 @@ async def _handle_http_exception(request: Request, error: StarletteHTTPException
 
 
 def _describe_validation_error(entry: dict) -> dict:
-    location = ".".join(str(part) for part in entry.get("loc", ()))
-    return {"field": location, "message": str(entry.get("msg", "invalid value"))}
+    location = tuple(entry.get("loc", ()))
+    kind = entry.get("type")
+    if kind == "json_invalid":
+        # FastAPI puts the character offset of the syntax error where a field name would be.
+        reason = (entry.get("ctx") or {}).get("error", "syntax error")
+        offset = f" at character {location[1]}" if len(location) > 1 else ""
+        return {"field": "body", "message": f"the request body is not valid JSON ({reason}{offset})"}
+    message = str(entry.get("msg", "invalid value"))
+    if location == ("body",) and kind in ("model_attributes_type", "dict_type"):
+        message += "; send a JSON object with Content-Type: application/json"
+    return {"field": ".".join(str(part) for part in location), "message": message}
 
 
 async def _handle_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -27,6 +27,23 @@ def test_health_and_readiness(client):
     assert client.get("/readyz").json() == {"status": "ready"}
 
 
+def test_health_answers_head_requests(client):
+    for path in ("/healthz", "/readyz"):
+        response = client.head(path)
+        assert response.status_code == 200, path
+        assert response.content == b""
+
+
+def test_api_docs_need_no_internet(client):
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert "https://" not in page.text, f"{path} loads an asset from another host"
+    docs = client.get("/docs").text
+    script = docs.split('src="', 1)[1].split('"', 1)[0]
+    assert client.get(script).status_code == 200
+
+
 def test_info_reports_model_and_snapshot(client):
     info = client.get("/v1/info").json()
     assert info["model"]["source"] == "tiny-vit"
@@ -174,7 +191,16 @@ def test_text_search_rejects_bad_input(client, body, status, code):
 
 def test_text_search_rejects_malformed_json(client):
     response = client.post("/v1/search/text", content=b"{not json", headers={"content-type": "application/json"})
-    assert_envelope(response, 422, "validation_error")
+    error = assert_envelope(response, 422, "validation_error")
+    assert "not valid JSON" in error["message"]
+    assert "at character 1" in error["message"]
+    assert error["details"][0]["field"] == "body"
+
+
+def test_text_search_without_json_content_type(client):
+    response = client.post("/v1/search/text", content=b'{"text": "river"}', headers={"content-type": "text/plain"})
+    error = assert_envelope(response, 422, "validation_error")
+    assert "Content-Type: application/json" in error["message"]
 
 
 def test_image_search_needs_exactly_one_query(client, scene_ids):
@@ -182,7 +208,7 @@ def test_image_search_needs_exactly_one_query(client, scene_ids):
     with open(QUERY_IMAGE, "rb") as handle:
         both = client.post("/v1/search/image", files={"file": ("q.jpg", handle, "image/jpeg")},
                            data={"image_id": scene_ids[0]})
-    assert_envelope(both, 422, "query_missing")
+    assert_envelope(both, 422, "query_conflict")
     assert_envelope(client.post("/v1/search/image", data={"image_id": "missing"}), 404, "image_not_found")
 
 

@@ -14,13 +14,15 @@ from service.schemas.info import HealthResponse
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthResponse)
+# HEAD is accepted too, because load balancers and `curl -I` probe with it.
+@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=HealthResponse)
 def get_health() -> HealthResponse:
     """Return 200 while the process serves HTTP."""
     return HealthResponse(status="ok")
 
 
-@router.get("/readyz", response_model=HealthResponse, responses=error_responses(503))
+@router.api_route("/readyz", methods=["GET", "HEAD"], response_model=HealthResponse,
+                  responses=error_responses(503))
 def get_readiness(state: StateDep) -> HealthResponse:
     """Return 200 once the encoder and a snapshot are loaded, else 503."""
     if not state.ready:

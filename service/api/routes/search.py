@@ -45,8 +45,12 @@ async def search_image(
     """Return the captions and similar scenes that best match an uploaded or archived image."""
     k = retrieval.resolve_k(state, k)
     image_id = image_id or None
-    if (file is None) == (image_id is None):
-        raise InvalidRequest("send exactly one of 'file' (an image upload) or 'image_id'", code="query_missing")
+    if file is None and image_id is None:
+        raise InvalidRequest("send exactly one of 'file' (an image upload) or 'image_id', but neither was sent",
+                             code="query_missing")
+    if file is not None and image_id is not None:
+        raise InvalidRequest("send exactly one of 'file' (an image upload) or 'image_id', but both were sent",
+                             code="query_conflict")
     _require_ready(state)
     if image_id is not None:
         return await retrieval.search_by_image_id(state, image_id, k, min_score)

@@ -12,8 +12,10 @@ Both weight files are checked against pinned SHA-256 values before loading.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import open_clip
 import torch
@@ -61,24 +63,27 @@ def build_offline_default() -> Backbone:
     verify_sha256(efficientnet_path, EFFICIENTNET_SHA256)
     verify_sha256(minilm_dir / "model.safetensors", MINILM_SHA256)
 
-    model = CustomTextCLIP(
-        embed_dim=EMBED_DIM,
-        vision_cfg={
-            "timm_model_name": "tf_efficientnet_lite0",
-            "timm_model_pretrained": False,
-            "timm_pool": "avg",
-            "timm_proj": "linear",
-            "image_size": IMAGE_SIZE,
-        },
-        text_cfg={
-            "hf_model_name": str(minilm_dir),
-            "hf_tokenizer_name": str(minilm_dir),
-            "hf_model_pretrained": True,
-            "hf_proj_type": "linear",
-            "hf_pooler_type": "mean_pooler",
-            "context_length": CONTEXT_LENGTH,
-        },
-    )
+    # The text tower mean-pools token states, so MiniLM's pooler weights are
+    # expected to go unused, and transformers would report them as unexpected keys.
+    with _unused_pooler_report_dropped():
+        model = CustomTextCLIP(
+            embed_dim=EMBED_DIM,
+            vision_cfg={
+                "timm_model_name": "tf_efficientnet_lite0",
+                "timm_model_pretrained": False,
+                "timm_pool": "avg",
+                "timm_proj": "linear",
+                "image_size": IMAGE_SIZE,
+            },
+            text_cfg={
+                "hf_model_name": str(minilm_dir),
+                "hf_tokenizer_name": str(minilm_dir),
+                "hf_model_pretrained": True,
+                "hf_proj_type": "linear",
+                "hf_pooler_type": "mean_pooler",
+                "context_length": CONTEXT_LENGTH,
+            },
+        )
     _load_efficientnet(model.visual.trunk, efficientnet_path)
     tokenizer = open_clip.tokenizer.HFTokenizer(str(minilm_dir), context_length=CONTEXT_LENGTH)
     identity = {
@@ -99,6 +104,33 @@ def build_offline_default() -> Backbone:
         image_std=IMAGE_STD,
         new_modules=[model.visual.head, model.text.proj],
     )
+
+
+class _UnusedPoolerReportFilter(logging.Filter):
+    """Drops transformers' load report when its only findings are unused ``pooler.*`` tensors.
+
+    Any other missing, unexpected or mismatched key still reaches the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        statuses = ("UNEXPECTED", "MISSING", "MISMATCH")
+        findings = [line.strip() for line in message.splitlines()
+                    if "|" in line and any(status in line for status in statuses)]
+        return not findings or any(not line.startswith("pooler.") for line in findings)
+
+
+@contextlib.contextmanager
+def _unused_pooler_report_dropped() -> Iterator[None]:
+    report_filter = _UnusedPoolerReportFilter()
+    transformers_logger = logging.getLogger("transformers.modeling_utils")
+    transformers_logger.addFilter(report_filter)
+    try:
+        yield
+    finally:
+        transformers_logger.removeFilter(report_filter)
 
 
 def _load_efficientnet(trunk: torch.nn.Module, path: Path) -> None:

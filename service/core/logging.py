@@ -25,3 +25,5 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    # FAISS logs each failed CPU-feature probe (AVX512 on a CPU without it) at INFO.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)

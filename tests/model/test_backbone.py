@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import open_clip
 import pytest
 import torch
@@ -101,3 +103,22 @@ def test_offline_default_rejects_altered_weights(monkeypatch):
     monkeypatch.setattr(default_backbone, "EFFICIENTNET_SHA256", "0" * 64)
     with pytest.raises(WeightHashMismatch, match="efficientnet-lite0"):
         build_backbone(BackboneSpec())
+
+
+def _load_report(*rows: str) -> logging.LogRecord:
+    table = "\n".join(["Key | Status |  | ", "----+--------+--+-", *rows])
+    return logging.LogRecord("transformers.modeling_utils", logging.WARNING, __file__, 1,
+                             "BertModel LOAD REPORT from: minilm\n" + table, None, None)
+
+
+def test_load_report_filter_drops_only_unused_pooler():
+    from model.default_backbone import _UnusedPoolerReportFilter
+
+    report_filter = _UnusedPoolerReportFilter()
+    pooler_only = _load_report("pooler.dense.bias   | UNEXPECTED |  | ", "pooler.dense.weight | UNEXPECTED |  | ")
+    with_missing = _load_report("pooler.dense.bias | UNEXPECTED |  | ",
+                                "encoder.layer.0.output.dense.weight | MISSING |  | ")
+    unrelated = logging.LogRecord("transformers.modeling_utils", logging.WARNING, __file__, 1, "other", None, None)
+    assert report_filter.filter(pooler_only) is False
+    assert report_filter.filter(with_missing) is True
+    assert report_filter.filter(unrelated) is True

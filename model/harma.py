@@ -60,10 +60,11 @@ class HarMAModel(nn.Module):
         logger.info("HarMA model: %d trainable of %d parameters (%.2f %%)", trainable, total, 100 * trainable / total)
 
     def _freeze_backbone(self) -> None:
-        # NOTE: frozen convolutions, batch norms and activations below an adapter
-        # still save their inputs for backward, although only the input gradient
-        # flows through them: 542 MiB of the 708 MiB that the default image tower
-        # saves at batch 32. Custom backward functions would drop most of it.
+        # NOTE: frozen convolutions, batch norms and activations that run after
+        # the first adapter still save their inputs for backward, although only
+        # the input gradient flows through them: 542 MiB of the 708 MiB that the
+        # default image tower saves at batch 32. Custom backward functions would
+        # drop most of it.
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         for parameter in self.trainable_parameters():

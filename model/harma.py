@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from model.backbone import Backbone
 from model.config import HarMAConfig
+from model.frozen import wrap_frozen_layers
 from model.inject import InjectionResult, inject_harma
 from model.layers import MMA, MMS, GatedAdapter
 
@@ -36,6 +37,7 @@ class HarMAModel(nn.Module):
         *,
         temperature_init: float = 0.07,
         use_adapters: bool = True,
+        lean_frozen_backward: bool = True,
     ):
         super().__init__()
         self.config = config or HarMAConfig()
@@ -56,20 +58,23 @@ class HarMAModel(nn.Module):
             self.mms = nn.ModuleList()
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature_init)))
         self._freeze_backbone()
+        if lean_frozen_backward and use_adapters and self._image_tower_is_convolutional():
+            # The wrappers compute the same values and keep less for backward (model/frozen.py).
+            wrapped = wrap_frozen_layers(self.clip.visual)
+            logger.info("frozen image layers that keep only input-gradient state: %d", wrapped)
         trainable, total = self.parameter_counts()
         logger.info("HarMA model: %d trainable of %d parameters (%.2f %%)", trainable, total, 100 * trainable / total)
 
     def _freeze_backbone(self) -> None:
-        # NOTE: frozen convolutions, batch norms and activations that run after
-        # the first adapter still save their inputs for backward, although only
-        # the input gradient flows through them: 542 MiB of the 708 MiB that the
-        # default image tower saves at batch 32. Custom backward functions would
-        # drop most of it.
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         for parameter in self.trainable_parameters():
             parameter.requires_grad_(True)
         self.train(False)
+
+    def _image_tower_is_convolutional(self) -> bool:
+        return any(isinstance(module, GatedAdapter) and module.token_layout == "feature_map"
+                   for module in self.clip.visual.modules())
 
     def trainable_modules(self) -> Iterator[nn.Module]:
         for module in self.modules():

@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from timm.layers import BatchNormAct2d, Conv2dSame
+from timm.layers.padding import pad_same
 from torch import nn
 from torch.nn import functional as F
 
@@ -73,8 +75,6 @@ class FrozenConv2d(nn.Module):
             return conv(x)
         padding = conv.padding
         if self.same_padding:
-            from timm.layers.padding import pad_same
-
             x = pad_same(x, conv.weight.shape[-2:], conv.stride, conv.dilation)
             padding = (0, 0)
         return _FrozenConv2dFunction.apply(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation,
@@ -110,8 +110,6 @@ def wrap_frozen_layers(tower: nn.Module) -> int:
     numbers, and batch norms with running statistics and an affine map. Others
     keep autograd's default backward.
     """
-    from timm.layers import BatchNormAct2d, Conv2dSame
-
     wrapped = 0
     for parent in list(tower.modules()):
         for name, child in list(parent.named_children()):

@@ -51,7 +51,7 @@ class _Task:
 
 
 class MicroBatcher:
-    """Runs ``encoders[kind]`` on batches of submitted items in one worker thread.
+    """Micro-batcher that runs ``encoders[kind]`` on batches of submitted items in one worker thread.
 
     An encode function maps a sequence of n items to an ``[n, dim]`` array, and
     row i resolves task i. When it raises, every task of that kind in the batch
@@ -112,7 +112,8 @@ class MicroBatcher:
         """Take the waiting tasks, and wait up to ``max_wait_s`` while fewer arrived than last time.
 
         The previous batch's size estimates how many clients are waiting, so a
-        lone client (previous batch of 1) never waits. Under concurrent load
+        lone client (previous batch of 1) does not wait, except once right after
+        a larger batch. Under concurrent load
         the wait gives the clients whose responses just went out time to send
         their next queries. Batches then stay full instead of alternating
         between small and large.

@@ -38,7 +38,7 @@ class QueryEncoder:
 
         Blocks the caller until ``load_encoder()`` returns, and returns the encoder.
         """
-        self.encoder = self._batcher.call(load_encoder).result()
+        self.encoder = self.run_blocking(load_encoder)
         return self.encoder
 
     def run_blocking(self, function: Callable[[], Any]) -> Any:
@@ -46,11 +46,11 @@ class QueryEncoder:
         return self._batcher.call(function).result()
 
     async def encode_text(self, text: str, then: Optional[Callable[[np.ndarray], Any]] = None) -> Any:
-        """Return ``then(vector)``, or the ``[dim]`` unit vector itself, for one text query."""
+        """Encode one text query and return ``then(vector)``, or the ``[dim]`` unit vector itself."""
         return await self._wait(lambda: self._batcher.submit("text", text, then))
 
     async def encode_image(self, pixels: torch.Tensor, then: Optional[Callable[[np.ndarray], Any]] = None) -> Any:
-        """Return ``then(vector)``, or the ``[dim]`` unit vector itself, for one preprocessed ``[3, size, size]`` image."""
+        """Encode one preprocessed ``[3, size, size]`` image and return ``then(vector)``, or the vector itself."""
         return await self._wait(lambda: self._batcher.submit("image", pixels, then))
 
     async def run(self, function: Callable[[], Any]) -> Any:

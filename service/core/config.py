@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         "Most queries encoded in one micro-batch; 1 encodes each query on its own."))
     batch_max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0, description=(
         "Longest time a micro-batch waits for more queries, in milliseconds. It waits only while it "
-        "holds fewer queries than the previous batch did, so a lone client never waits; "
+        "holds fewer queries than the previous batch did, so a lone client waits only once, right after "
+        "concurrent load; "
         "0 batches only the queries that arrived while the encoder was busy."))
     max_pending_queries: int = Field(256, ge=1, description=(
         "Queries waiting for the encoder before new ones get 503."))
